@@ -1,0 +1,1 @@
+"""makemore: character- and BPE-level language models, from a bigram table to a transformer."""

@@ -1,0 +1,199 @@
+"""The `makemore` command: train, sample, eval, info (and compare). Each command parses its
+options, calls one library function and renders the result; errors become one line, exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from makemore import checkpoint, models, runs
+from makemore.errors import MakemoreError
+from makemore.sample import check_options, generate
+from makemore.train import Eval, Step, TrainConfig, resolve_device
+from tokenizer.cliutil import clean_errors, print_json, stderr
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Learn to generate more of whatever a text file holds, one item per line.")
+out = Console(highlight=False)
+
+DataFile = Annotated[Optional[Path], typer.Argument(help="UTF-8 text, one item per line (default: the built-in names).", show_default=False)]
+CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint file or run folder (default: the latest run in checkpoints/).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed for the split, the model's init and the batch order.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+
+
+def parse_settings(settings: list[str]) -> dict[str, str]:
+    options = {}
+    for s in settings:
+        key, eq, value = s.partition("=")
+        if not eq or not key:
+            raise MakemoreError(f"--set {s!r}: expected key=value, such as n_layer=6")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def training_progress(console: Console):
+    """A rich progress bar for the trainer's events, and the callback that feeds it."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("step {task.fields[step]}"),
+        TextColumn("loss {task.fields[loss]}"), TextColumn("val {task.fields[val]}"),
+        TextColumn("{task.fields[speed]} steps/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console,
+    )
+    task = progress.add_task("train", total=1.0, step=0, loss="-", val="-", speed="-")
+
+    def on_event(event: Step | Eval) -> None:
+        if isinstance(event, Step):
+            if event.step % 10 == 0:
+                speed = f"{event.step / event.elapsed:.0f}" if event.elapsed else "-"
+                progress.update(task, completed=event.progress, step=event.step, loss=f"{event.loss:.3f}", speed=speed)
+        else:
+            progress.update(task, val=f"{event.val_loss:.3f}")
+            mark = " (best, saved)" if event.improved else ""
+            progress.console.print(f"step {event.step:>6}  train {event.train_loss:.4f}  val {event.val_loss:.4f}{mark}")
+
+    return progress, on_event
+
+
+def run_dir(data: Path | None, model_type: str) -> str:
+    stem = "names" if data is None else Path(data).stem
+    return f"{stem}-{model_type}"
+
+
+@app.command()
+@clean_errors(MakemoreError)
+def train(
+    data: DataFile = None,
+    type: Annotated[str, typer.Option("--type", "-t", help=f"Model type: {', '.join(models.MODELS)}.")] = "transformer",
+    max_steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 5000,
+    max_seconds: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (the schedule follows).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Items per step.")] = 32,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the model type's own).")] = None,
+    eval_interval: Annotated[int, typer.Option(help="Steps between evaluations.")] = 500,
+    seed: SeedOpt = 1337,
+    device: DeviceOpt = "auto",
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: checkpoints/<data>-<type>).")] = None,
+    settings: Annotated[list[str], typer.Option("--set", help="Model option key=value, e.g. --set n_layer=6; repeatable.")] = [],
+    json: JsonOpt = False,
+):
+    """Train a model on FILE (default: the built-in names) and save the best checkpoint."""
+    model_cls, _ = models.lookup(type)
+    cfg = TrainConfig(max_steps=max_steps, max_seconds=max_seconds, batch_size=batch_size,
+                      lr=lr if lr is not None else model_cls.default_lr, eval_interval=eval_interval,
+                      seed=seed, device=resolve_device(device))
+    options = parse_settings(settings)
+    models.make_config(type, 1, 1, **options)  # reject bad options before reading any data
+    prep = runs.prepare(data, seed)
+    path = (out_dir or checkpoint.DEFAULT_DIR / run_dir(data, type)) / checkpoint.FILENAME
+    stderr.print(f"{prep.name}: {len(prep.items['train'])} train, {len(prep.items['val'])} val, "
+                 f"{len(prep.items['test'])} test items; vocabulary {prep.tokenizer.vocab_size}, block size {prep.block_size}")
+    progress, on_event = training_progress(stderr)
+    with progress:
+        fitted = runs.fit(type, prep, cfg, path, options, on_event)
+    summary = {
+        "checkpoint": str(fitted.checkpoint.path), "type": type, "parameters": models.n_params(fitted.checkpoint.model),
+        "steps": fitted.result.steps, "seconds": round(fitted.result.elapsed, 1),
+        "steps_per_second": round(fitted.result.steps_per_second, 1), "best_val_loss": fitted.result.best_val_loss,
+        "test_loss": fitted.test_loss,
+    }
+    if json:
+        print_json(summary)
+    else:
+        out.print(f"saved {summary['checkpoint']}: {type}, {summary['parameters']:,} parameters, "
+                  f"{summary['steps']} steps in {summary['seconds']} s; val {summary['best_val_loss']:.4f}, test {summary['test_loss']:.4f}")
+
+
+def open_checkpoint(path: Path | None) -> checkpoint.Checkpoint:
+    path = path or checkpoint.latest()
+    ckpt = checkpoint.load(path)
+    stderr.print(f"using {ckpt.path}")
+    return ckpt
+
+
+@app.command()
+@clean_errors(MakemoreError)
+def sample(
+    n: Annotated[int, typer.Option("-n", help="How many samples.")] = 20,
+    checkpoint_path: CheckpointOpt = None,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature; 0 = greedy.")] = 1.0,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest tokens.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible samples.")] = None,
+    prompt: Annotated[str, typer.Option(help="Start every sample with this text.")] = "",
+    json: JsonOpt = False,
+):
+    """Print new items sampled from a trained model, marking those already in its training data."""
+    check_options(n, temperature, top_k)
+    ckpt = open_checkpoint(checkpoint_path)
+    texts = generate(ckpt.model, ckpt.tokenizer, n, temperature, top_k, seed, prompt)
+    seen = runs.training_items(ckpt)
+    rows = [{"text": t, "new": None if seen is None else t not in seen} for t in texts]
+    if json:
+        print_json(rows)
+        return
+    if seen is None:
+        stderr.print("(training data not found or changed: cannot tell new samples from seen ones)")
+    for row in rows:
+        tag = "" if row["new"] is None else ("[green]new[/green]  " if row["new"] else "[dim]seen[/dim] ")
+        out.print(tag, end="")
+        out.print(row["text"], markup=False)
+    if seen is not None:
+        k = sum(r["new"] for r in rows)
+        stderr.print(f"{k} of {len(rows)} are new (not in the training set)")
+
+
+@app.command("eval")
+@clean_errors(MakemoreError)
+def eval_(
+    data: Annotated[Optional[Path], typer.Argument(help="Evaluate on this file (default: the checkpoint's test split).", show_default=False)] = None,
+    checkpoint_path: CheckpointOpt = None,
+    json: JsonOpt = False,
+):
+    """Loss (nats/token), perplexity and bits per character on the test split, or on FILE."""
+    ckpt = open_checkpoint(checkpoint_path)
+    result = runs.evaluate_file(ckpt, str(data) if data else None)
+    if json:
+        print_json(result)
+        return
+    out.print(f"{result['data']} ({result['on']}, {result['items']} items, {result['tokens']} tokens)")
+    out.print(f"loss {result['loss']:.4f} nats/token   perplexity {result['perplexity']:.3f}   {result['bits_per_char']:.4f} bits/char")
+
+
+@app.command()
+@clean_errors(MakemoreError)
+def info(
+    path: Annotated[Optional[Path], typer.Argument(help="Checkpoint (default: the latest run).", show_default=False)] = None,
+    json: JsonOpt = False,
+):
+    """Model type, parameter count, config, tokenizer and training state of a checkpoint."""
+    ckpt = open_checkpoint(path)
+    tok = ckpt.tokenizer.to_dict()
+    result = {
+        "checkpoint": str(ckpt.path), "type": ckpt.model_type, "parameters": models.n_params(ckpt.model),
+        "config": vars(ckpt.model.config),
+        "tokenizer": {"type": tok["type"], "vocab_size": ckpt.tokenizer.vocab_size},
+        "training": ckpt.training,
+    }
+    if json:
+        print_json(result)
+        return
+    table = Table(show_header=False, box=None)
+    table.add_row("checkpoint", result["checkpoint"])
+    table.add_row("type", result["type"])
+    table.add_row("parameters", f"{result['parameters']:,}")
+    table.add_row("config", ", ".join(f"{k}={v}" for k, v in result["config"].items()))
+    table.add_row("tokenizer", f"{tok['type']}, vocabulary {ckpt.tokenizer.vocab_size}")
+    t = ckpt.training
+    table.add_row("data", f"{t['data']['name']} (sha256 {t['data']['sha256'][:12]}…)")
+    table.add_row("training", f"{t['step']} steps; best val loss {t['best_val_loss']:.4f} at step {t['best_step']}"
+                  + (f"; test loss {t['test_loss']:.4f}" if "test_loss" in t else ""))
+    out.print(table)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,62 @@
+"""The model registry: `--type` name -> (model class, config dataclass).
+
+Adding a model type is one file in this folder plus one line here; the trainer, sampler,
+checkpoints, CLI and the registry-wide tests pick it up from this table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from makemore.errors import MakemoreError
+from makemore.models.base import ModelConfig
+from makemore.models.bigram import Bigram, BigramConfig
+from makemore.models.transformer import Transformer, TransformerConfig
+
+MODELS: dict[str, tuple[type[nn.Module], type[ModelConfig]]] = {
+    "bigram": (Bigram, BigramConfig),
+    "transformer": (Transformer, TransformerConfig),
+}
+
+
+def lookup(name: str) -> tuple[type[nn.Module], type[ModelConfig]]:
+    if name not in MODELS:
+        raise MakemoreError(f"unknown model type {name!r}; choose one of: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def make_config(name: str, vocab_size: int, block_size: int, **options) -> ModelConfig:
+    """The config of model type `name` with its defaults, `options` (key=value from the user) applied."""
+    _, config_cls = lookup(name)
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.name not in ("vocab_size", "block_size")}
+    values = {}
+    for key, raw in options.items():
+        if key not in fields:
+            known = ", ".join(fields) or "none"
+            raise MakemoreError(f"model type {name!r} has no option {key!r}; its options: {known}")
+        values[key] = _convert(key, raw, type(fields[key].default))
+    return config_cls(vocab_size=vocab_size, block_size=block_size, **values)
+
+
+def _convert(key: str, raw, kind: type):
+    if not isinstance(raw, str):
+        return kind(raw)
+    try:
+        if kind is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return raw.lower() in ("true", "1")
+        return kind(raw)
+    except ValueError:
+        raise MakemoreError(f"model option {key}={raw!r}: expected a {kind.__name__}") from None
+
+
+def build(name: str, config: ModelConfig) -> nn.Module:
+    model_cls, _ = lookup(name)
+    return model_cls(config)
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,32 @@
+"""Shared fixtures: small data made in the test, never ../shared (a newcomer's clone has none)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+SYLLABLES = ["ka", "ri", "mo", "tu", "se"]
+
+
+def toy_items(n: int = 400, seed: int = 0) -> list[str]:
+    """Words of 1-4 syllables: after a consonant the vowel is certain, so there is much to learn."""
+    rng = random.Random(seed)
+    return ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(n)]
+
+
+@pytest.fixture
+def toy_file(tmp_path):
+    path = tmp_path / "toy.txt"
+    path.write_text("\n".join(toy_items()) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in an empty folder, so default outputs (checkpoints/) land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from makemore import data
+from makemore.errors import MakemoreError
+from tokenizer import CharTokenizer
+
+
+def write(tmp_path, content: bytes):
+    p = tmp_path / "d.txt"
+    p.write_bytes(content)
+    return p
+
+
+def test_lines_are_stripped_blank_lines_dropped_and_nfc_applied(tmp_path):
+    lines = [f"item{i}" for i in range(10)]
+    raw = ("\ufeff" + "\r\n".join(lines[:5]) + "\r\n\r\n  \n" + "\n".join(lines[5:]) + "\ne\u0301\n").encode()
+    items, name, sha = data.read_items(write(tmp_path, raw))
+    assert items == lines + ["\u00e9"]  # CRLF gone, blanks gone, BOM gone, e + combining acute -> é
+    assert len(sha) == 64 and name.endswith("d.txt")
+
+
+def test_case_and_inner_spaces_are_kept(tmp_path):
+    items, _, _ = data.read_items(write(tmp_path, "\n".join(["Ann Lee"] * 10).encode()))
+    assert items == ["Ann Lee"] * 10
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty file"),
+        (b" \n\t\n\n", "empty file"),
+        (b"ab\x00cd\n" * 20, "binary file (NUL byte on line 1)"),
+        (b"ok\n" * 3 + b"caf\xe9\n" + b"ok\n" * 10, "not UTF-8 text (bad byte at line 4"),
+        (b"a\nb\nc\n", "only 3 items"),
+    ],
+)
+def test_bad_data_files_are_named_errors(tmp_path, content, message):
+    with pytest.raises(MakemoreError, match="d.txt") as e:
+        data.read_items(write(tmp_path, content))
+    assert message in str(e.value)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(MakemoreError, match="no such file"):
+        data.read_items(tmp_path / "nope.txt")
+    with pytest.raises(MakemoreError, match="is a directory"):
+        data.read_items(tmp_path)
+
+
+def test_builtin_names_load():
+    items, name, _ = data.read_items(None)
+    assert name == data.BUILTIN and len(items) > 5000
+    assert items[0] == "mary" and all(s == s.lower() and s.strip() == s for s in items)
+    assert len(set(items)) == len(items)
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    items = [f"w{i}" for i in range(25_000)]
+    a = data.split_items(items, seed=7)
+    assert a == data.split_items(items, seed=7)
+    assert a != data.split_items(items, seed=8)
+    assert len(a["test"]) == len(a["val"]) == 1000  # 10%, capped at 1,000
+    sets = [set(a[k]) for k in ("train", "val", "test")]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert sorted(a["train"] + a["val"] + a["test"]) == sorted(items)
+    small = data.split_items(items[:200], seed=7)
+    assert (len(small["train"]), len(small["val"]), len(small["test"])) == (160, 20, 20)
+
+
+def test_items_are_encoded_between_boundaries_with_ignored_padding():
+    tok = CharTokenizer.from_items(["ab", "c"])
+    split = data.encode_items(["ab", "c"], tok)
+    assert split.x.tolist() == [[0, 1, 2], [0, 3, 0]]
+    assert split.y.tolist() == [[1, 2, 0], [3, 0, data.IGNORE]]
+    assert split.n_chars == 5  # two characters + one end, one character + one end
+
+
+def test_batches_are_seeded_and_cut_to_their_longest_item():
+    tok = CharTokenizer.from_items(["a", "bbbbbbbb"])
+    split = data.encode_items(["a"] * 50 + ["bbbbbbbb"], tok)
+    x1, y1 = split.batch(4, torch.Generator().manual_seed(3))
+    x2, y2 = split.batch(4, torch.Generator().manual_seed(3))
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert x1.shape[1] == int((y1 != data.IGNORE).sum(1).max())

@@ -1,0 +1,5 @@
+"""The one exception the tokenizer package raises for bad input; the CLI shows its message as one line."""
+
+
+class TokenizerError(ValueError):
+    """Bad input to a tokenizer: the message names the thing and says what is wrong."""
