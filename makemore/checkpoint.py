@@ -73,8 +73,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def read_header(data: bytes, name: str) -> dict:
     """The JSON header of a safetensors file (tensor table and `__metadata__`), checked for sanity."""
-    if len(data) < 8:
-        raise MakemoreError(f"{name}: not a safetensors checkpoint (file too short)")
+    if len(data) < 9 or data[8:9] != b"{":
+        raise MakemoreError(f"{name}: not a safetensors checkpoint (no JSON header after the 8-byte length)")
     n = int.from_bytes(data[:8], "little")
     if n > len(data) - 8:
         raise MakemoreError(f"{name}: damaged checkpoint (header runs past the end of the file; truncated?)")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from makemore.errors import MakemoreError
+from tokenizer import TokenizerError
 
 
 def check_options(n: int, temperature: float, top_k: int | None) -> None:
@@ -35,7 +36,10 @@ def generate(
     check_options(n, temperature, top_k)
     block_size = model.config.block_size
     device = next(model.parameters()).device
-    start = [tok.eot_id, *tok.encode(prompt)]
+    try:
+        start = [tok.eot_id, *tok.encode(prompt)]
+    except TokenizerError as e:
+        raise MakemoreError(f"--prompt {prompt!r}: {e}") from None
     if len(start) >= block_size + 1:
         raise MakemoreError(f"--prompt is {len(start) - 1} tokens; the model's items are at most {block_size - 1}")
     gen = torch.Generator(device=device)

@@ -1,0 +1,184 @@
+"""The makemore command end to end through CliRunner, in a temporary folder."""
+
+import json
+import struct
+
+import pytest
+from typer.testing import CliRunner
+
+from makemore.cli import app
+from tests.conftest import toy_items
+
+runner = CliRunner()
+TINY = ["--set", "n_layer=1", "--set", "n_embd=16", "--max-steps", "60", "--eval-interval", "30"]
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny transformer trained on the toy language: (folder, data file, checkpoint)."""
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "toy.txt"
+    data.write_text("\n".join(toy_items(300)) + "\n")
+    result = run("train", data, "--type", "transformer", *TINY, "--out", root / "run", "--json")
+    assert result.exit_code == 0, result.output
+    return root, data, root / "run" / "model.safetensors"
+
+
+def test_train_reports_json_and_writes_checkpoint(trained):
+    root, _, ckpt = trained
+    assert ckpt.is_file()
+    result = run("info", ckpt, "--json")
+    info = json.loads(result.stdout)
+    assert info["type"] == "transformer" and info["config"]["n_layer"] == 1
+    assert info["training"]["step"] == 60 and info["training"]["data"]["items"] == {"train": 240, "val": 30, "test": 30}
+    assert info["tokenizer"] == {"type": "char", "vocab_size": 11}
+
+
+def test_sample_json_marks_new_and_seen_and_is_seeded(trained):
+    _, _, ckpt = trained
+    a = json.loads(run("sample", "-c", ckpt, "-n", "8", "--seed", "3", "--json").stdout)
+    b = json.loads(run("sample", "-c", ckpt, "-n", "8", "--seed", "3", "--json").stdout)
+    assert a == b and len(a) == 8
+    assert all(set(r) == {"text", "new"} and isinstance(r["new"], bool) for r in a)
+    assert all(set(r["text"]) <= set("kaurimotse") for r in a)
+
+
+def test_greedy_sampling_and_prompt(trained):
+    _, _, ckpt = trained
+    rows = json.loads(run("sample", "-c", ckpt, "-n", "3", "--temperature", "0", "--prompt", "ka", "--json").stdout)
+    assert len({r["text"] for r in rows}) == 1 and rows[0]["text"].startswith("ka")
+
+
+def test_eval_on_test_split_and_on_file(trained):
+    root, data, ckpt = trained
+    split = json.loads(run("eval", "-c", ckpt, "--json").stdout)
+    assert split["on"] == "test split" and split["items"] == 30
+    assert 0 < split["loss"] < 2.4 and split["perplexity"] == pytest.approx(2.718281828 ** split["loss"])
+    whole = json.loads(run("eval", data, "-c", ckpt, "--json").stdout)
+    assert whole["on"] == "file" and whole["items"] == 300
+
+
+def test_latest_checkpoint_is_used_when_none_is_named(trained, in_tmp):
+    root, data, _ = trained
+    result = run("train", data, "--type", "bigram", "--max-steps", "20", "--eval-interval", "10")
+    assert result.exit_code == 0, result.output
+    result = run("info")
+    assert "checkpoints/toy-bigram/model.safetensors" in result.output and "bigram" in result.stdout
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0] == lines[-1] and "Traceback" not in result.output, result.output
+    err = errors[0]
+    for f in fragments:
+        assert f in err, err
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"", "empty file"),
+        (b"   \n\n", "empty file"),
+        (b"\x89PNG\x00\x00" * 10, "binary file"),
+        (b"ab\nc\xffd\n" + b"x\n" * 20, "not UTF-8 text (bad byte at line 2"),
+        (b"one\ntwo\n", "only 2 items"),
+    ],
+)
+def test_bad_data_files(in_tmp, content, fragment):
+    (in_tmp / "bad.txt").write_bytes(content)
+    one_line_error(run("train", "bad.txt", "--max-steps", "5"), "bad.txt", fragment)
+    assert not (in_tmp / "checkpoints").exists()
+
+
+def test_missing_file_and_directory(in_tmp):
+    one_line_error(run("train", "nope.txt"), "nope.txt: no such file")
+    (in_tmp / "dir").mkdir()
+    one_line_error(run("train", "dir"), "dir: is a directory")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--type", "gpt"], "unknown model type 'gpt'; choose one of: bigram"),
+        (["--max-steps", "0"], "--max-steps 0: must be at least 1"),
+        (["--batch-size", "-4"], "--batch-size -4: must be at least 1"),
+        (["--lr", "0"], "--lr 0.0: must be positive"),
+        (["--lr", "-1"], "--lr -1.0: must be positive"),
+        (["--set", "n_layer"], "expected key=value"),
+        (["--set", "depth=3"], "has no option 'depth'"),
+        (["--set", "n_layer=two"], "n_layer='two': expected a int"),
+        (["--set", "n_head=3"], "must divide by n_head=3"),
+        (["--device", "tpu"], "--device 'tpu'"),
+    ],
+)
+def test_impossible_train_options(in_tmp, toy_file, args, fragment):
+    one_line_error(run("train", toy_file, *args), fragment)
+    assert not (in_tmp / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--temperature", "-0.5"], "--temperature -0.5: must be 0 (greedy) or more"),
+        (["--top-k", "0"], "--top-k 0: must be at least 1"),
+        (["-n", "0"], "-n 0: must be at least 1"),
+        (["--prompt", "kaz"], "--prompt 'kaz': character 'z' is not in the tokenizer's vocabulary"),
+    ],
+)
+def test_impossible_sample_options(trained, args, fragment):
+    one_line_error(run("sample", "-c", trained[2], *args), fragment)
+
+
+def test_no_checkpoint_yet(in_tmp):
+    one_line_error(run("sample"), "no checkpoint in checkpoints/")
+
+
+def damaged(tmp_path, good, kind):
+    data = good.read_bytes()
+    path = tmp_path / f"{kind}.safetensors"
+    if kind == "text":
+        path.write_text("hello, not a checkpoint")
+    elif kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "cut-header":
+        path.write_bytes(data[:40])
+    elif kind == "version":
+        n = struct.unpack("<Q", data[:8])[0]
+        header = json.loads(data[8 : 8 + n])
+        header["__metadata__"]["format_version"] = "99"
+        raw = json.dumps(header).encode()
+        raw += b" " * (-len(raw) % 8)
+        path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, fragment",
+    [
+        ("text", "not a safetensors checkpoint"),
+        ("truncated", "damaged checkpoint"),
+        ("cut-header", "header runs past the end"),
+        ("version", "checkpoint format version '99'; this makemore reads version 1"),
+    ],
+)
+@pytest.mark.parametrize("command", ["sample", "eval", "info"])
+def test_bad_checkpoints(trained, tmp_path, kind, fragment, command):
+    path = damaged(tmp_path, trained[2], kind)
+    args = [command, path] if command == "info" else [command, "-c", path]
+    one_line_error(run(*args), path.name, fragment)
+
+
+def test_missing_checkpoint(tmp_path):
+    one_line_error(run("info", tmp_path / "gone.safetensors"), "gone.safetensors: no such checkpoint")
+
+
+def test_eval_file_with_unseen_characters(trained, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(["xyzzy"] * 12))
+    one_line_error(run("eval", other, "-c", trained[2]), "other.txt", "'x' is not in the tokenizer's vocabulary")
