@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 import tokenizer as tokenizers
+from tokenizer.files import write_atomic
 from makemore import models
 from makemore.errors import MakemoreError
 
@@ -55,20 +54,6 @@ def save(ckpt: Checkpoint, path: str | Path) -> Path:
     tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.model.state_dict().items()}
     write_atomic(path, st_save(tensors, metadata))
     return path
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_header(data: bytes, name: str) -> dict:

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from makemore import checkpoint, models, runs
+from makemore import compare as comparison
 from makemore.errors import MakemoreError
 from makemore.sample import check_options, generate
 from makemore.train import Eval, Step, TrainConfig, resolve_device
@@ -26,6 +27,11 @@ CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", hel
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for the split, the model's init and the batch order.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+MaxSteps = Annotated[int, typer.Option(help="Optimisation steps.")]
+MaxSeconds = Annotated[Optional[float], typer.Option(help="Stop after this many seconds (the schedule follows).")]
+BatchSize = Annotated[int, typer.Option(help="Items per step.")]
+LearningRate = Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the model type's own).")]
+EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of train and val loss.")]
 
 
 def parse_settings(settings: list[str]) -> dict[str, str]:
@@ -38,27 +44,34 @@ def parse_settings(settings: list[str]) -> dict[str, str]:
     return options
 
 
-def training_progress(console: Console):
-    """A rich progress bar for the trainer's events, and the callback that feeds it."""
+def training_progress(console: Console, quiet_evals: bool = False):
+    """A rich progress bar for the trainer's events, and the callback that feeds it.
+
+    Use the returned `track(description)` to start a bar; it returns the event callback."""
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("step {task.fields[step]}"),
+        TextColumn("[bold]{task.description:>11}"), BarColumn(), TextColumn("step {task.fields[step]}"),
         TextColumn("loss {task.fields[loss]}"), TextColumn("val {task.fields[val]}"),
         TextColumn("{task.fields[speed]} steps/s"), TimeElapsedColumn(), TimeRemainingColumn(),
         console=console,
     )
-    task = progress.add_task("train", total=1.0, step=0, loss="-", val="-", speed="-")
 
-    def on_event(event: Step | Eval) -> None:
-        if isinstance(event, Step):
-            if event.step % 10 == 0:
-                speed = f"{event.step / event.elapsed:.0f}" if event.elapsed else "-"
-                progress.update(task, completed=event.progress, step=event.step, loss=f"{event.loss:.3f}", speed=speed)
-        else:
-            progress.update(task, val=f"{event.val_loss:.3f}")
-            mark = " (best, saved)" if event.improved else ""
-            progress.console.print(f"step {event.step:>6}  train {event.train_loss:.4f}  val {event.val_loss:.4f}{mark}")
+    def track(description: str):
+        task = progress.add_task(description, total=1.0, step=0, loss="-", val="-", speed="-")
 
-    return progress, on_event
+        def on_event(event: Step | Eval) -> None:
+            if isinstance(event, Step):
+                if event.step % 10 == 0:
+                    speed = f"{event.step / event.elapsed:.0f}" if event.elapsed else "-"
+                    progress.update(task, completed=event.progress, step=event.step, loss=f"{event.loss:.3f}", speed=speed)
+            else:
+                progress.update(task, val=f"{event.val_loss:.3f}")
+                if not quiet_evals:
+                    mark = " (best, saved)" if event.improved else ""
+                    progress.console.print(f"step {event.step:>6}  train {event.train_loss:.4f}  val {event.val_loss:.4f}{mark}")
+
+        return on_event
+
+    return progress, track
 
 
 def run_dir(data: Path | None, model_type: str) -> str:
@@ -71,11 +84,11 @@ def run_dir(data: Path | None, model_type: str) -> str:
 def train(
     data: DataFile = None,
     type: Annotated[str, typer.Option("--type", "-t", help=f"Model type: {', '.join(models.MODELS)}.")] = "transformer",
-    max_steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 5000,
-    max_seconds: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (the schedule follows).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Items per step.")] = 32,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the model type's own).")] = None,
-    eval_interval: Annotated[int, typer.Option(help="Steps between evaluations.")] = 500,
+    max_steps: MaxSteps = 5000,
+    max_seconds: MaxSeconds = None,
+    batch_size: BatchSize = 32,
+    lr: LearningRate = None,
+    eval_interval: EvalInterval = 500,
     seed: SeedOpt = 1337,
     device: DeviceOpt = "auto",
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: checkpoints/<data>-<type>).")] = None,
@@ -83,19 +96,18 @@ def train(
     json: JsonOpt = False,
 ):
     """Train a model on FILE (default: the built-in names) and save the best checkpoint."""
-    model_cls, _ = models.lookup(type)
-    cfg = TrainConfig(max_steps=max_steps, max_seconds=max_seconds, batch_size=batch_size,
-                      lr=lr if lr is not None else model_cls.default_lr, eval_interval=eval_interval,
-                      seed=seed, device=resolve_device(device))
+    models.lookup(type)
+    cfg = TrainConfig(max_steps=max_steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
+                      eval_interval=eval_interval, seed=seed, device=resolve_device(device))
     options = parse_settings(settings)
     models.make_config(type, 1, 1, **options)  # reject bad options before reading any data
     prep = runs.prepare(data, seed)
     path = (out_dir or checkpoint.DEFAULT_DIR / run_dir(data, type)) / checkpoint.FILENAME
     stderr.print(f"{prep.name}: {len(prep.items['train'])} train, {len(prep.items['val'])} val, "
                  f"{len(prep.items['test'])} test items; vocabulary {prep.tokenizer.vocab_size}, block size {prep.block_size}")
-    progress, on_event = training_progress(stderr)
+    progress, track = training_progress(stderr)
     with progress:
-        fitted = runs.fit(type, prep, cfg, path, options, on_event)
+        fitted = runs.fit(type, prep, cfg, path, options, track(type))
     summary = {
         "checkpoint": str(fitted.checkpoint.path), "type": type, "parameters": models.n_params(fitted.checkpoint.model),
         "steps": fitted.result.steps, "seconds": round(fitted.result.elapsed, 1),
@@ -193,6 +205,50 @@ def info(
     table.add_row("training", f"{t['step']} steps; best val loss {t['best_val_loss']:.4f} at step {t['best_step']}"
                   + (f"; test loss {t['test_loss']:.4f}" if "test_loss" in t else ""))
     out.print(table)
+
+
+@app.command()
+@clean_errors(MakemoreError)
+def compare(
+    data: DataFile = None,
+    types: Annotated[str, typer.Option(help="Comma-separated model types (default: all).")] = ",".join(models.MODELS),
+    steps: MaxSteps = 3000,
+    max_seconds: Annotated[Optional[float], typer.Option(help="Wall-time budget per type (the schedule follows).")] = None,
+    batch_size: BatchSize = 32,
+    lr: LearningRate = None,
+    eval_interval: EvalInterval = 500,
+    seed: SeedOpt = 1337,
+    device: DeviceOpt = "auto",
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: checkpoints/compare-<data>).")] = None,
+    json: JsonOpt = False,
+):
+    """Train several model types on one split with one budget and seed; print a leaderboard."""
+    chosen = [t.strip() for t in types.split(",") if t.strip()]
+    if not chosen:
+        raise MakemoreError("--types: name at least one model type")
+    for t in chosen:
+        models.lookup(t)
+    cfg = TrainConfig(max_steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
+                      eval_interval=eval_interval, seed=seed, device=resolve_device(device))
+    prep = runs.prepare(data, seed)
+    folder = out_dir or checkpoint.DEFAULT_DIR / f"compare-{'names' if data is None else Path(data).stem}"
+    progress, track = training_progress(stderr, quiet_evals=True)
+    with progress:
+        rows = comparison.compare(prep, chosen, cfg, folder, on_start=track)
+    table_path, png_path = comparison.write_report(rows, folder)
+    if json:
+        print_json([r.summary() for r in sorted(rows, key=lambda r: r.test_loss)])
+    else:
+        table = Table(title=f"{prep.name}: {steps} steps" + (f" or {max_seconds:g} s" if max_seconds else "") + " per type")
+        for col in ("type", "parameters", "train loss", "val loss", "test loss", "steps/s", "wall time (s)"):
+            table.add_column(col, justify="left" if col == "type" else "right")
+        for r in sorted(rows, key=lambda r: r.test_loss):
+            table.add_row(r.type, f"{r.parameters:,}", f"{r.train_loss:.4f}", f"{r.val_loss:.4f}", f"{r.test_loss:.4f}",
+                          f"{r.steps_per_second:.1f}", f"{r.seconds:.1f}")
+        out.print(table)
+    stderr.print(f"wrote {table_path}" + (f" and {png_path}" if png_path else ""))
+    if png_path is None:
+        stderr.print("no loss-curve plot: matplotlib is not installed (pip install 'makemore[plot]')")
 
 
 def main() -> None:

@@ -73,6 +73,8 @@ def fit(
 ) -> Fitted:
     """Train a new `model_type` on `prep`, saving the best checkpoint to `out` as training goes."""
     config = models.make_config(model_type, prep.tokenizer.vocab_size, prep.block_size, **(model_options or {}))
+    if cfg.lr is None:
+        cfg = dataclasses.replace(cfg, lr=models.lookup(model_type)[0].default_lr)
     torch.manual_seed(cfg.seed)
     model = models.build(model_type, config)
     ckpt = checkpoint.Checkpoint(model_type=model_type, model=model, tokenizer=prep.tokenizer, training={})

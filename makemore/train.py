@@ -10,6 +10,7 @@ The loop never prints: it reports `Step` and `Eval` events to a callback.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ class TrainConfig:
     max_steps: int = 5000  # optimisation steps
     max_seconds: float | None = None  # wall-time budget; None = steps only
     batch_size: int = 32  # items per step
-    lr: float = 1e-3  # peak learning rate
+    lr: float | None = None  # peak learning rate; None = the model type's `default_lr`
     min_lr_ratio: float = 0.1  # the cosine ends at lr * this
     warmup_steps: int = 100  # linear warm-up from 0
     weight_decay: float = 0.1  # AdamW, matrices only
@@ -42,7 +43,7 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "eval_interval", "eval_items"):
             if getattr(self, name) <= 0:
                 raise MakemoreError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise MakemoreError(f"--lr {self.lr}: must be positive")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise MakemoreError(f"--max-seconds {self.max_seconds}: must be positive")
@@ -148,6 +149,8 @@ def train(
     When it returns, `model` holds the weights of the best evaluation.
     """
     emit = on_event or (lambda event: None)
+    if cfg.lr is None:
+        cfg = dataclasses.replace(cfg, lr=type(model).default_lr)
     model.to(cfg.device).train()
     opt = make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -155,11 +158,12 @@ def train(
     best_state = None
     start = time.perf_counter()
     step = 0
+
+    def progress_at(step: int, elapsed: float) -> float:
+        return max(step / cfg.max_steps, elapsed / cfg.max_seconds if cfg.max_seconds else 0.0)
+
     while True:
-        elapsed = time.perf_counter() - start
-        progress = step / cfg.max_steps
-        if cfg.max_seconds:
-            progress = max(progress, elapsed / cfg.max_seconds)
+        progress = progress_at(step, time.perf_counter() - start)
         done = progress >= 1.0
         if done or (step > 0 and step % cfg.eval_interval == 0):
             train_loss, _ = evaluate(model, train_split, cfg.eval_items)
@@ -186,7 +190,8 @@ def train(
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
         opt.step()
         step += 1
-        emit(Step(step, loss.item(), lr, time.perf_counter() - start, progress))
+        elapsed = time.perf_counter() - start
+        emit(Step(step, loss.item(), lr, elapsed, min(progress_at(step, elapsed), 1.0)))
     result.steps = step
     result.elapsed = time.perf_counter() - start
     if best_state is not None:

@@ -13,10 +13,22 @@ from torch import nn
 from makemore.errors import MakemoreError
 from makemore.models.base import ModelConfig
 from makemore.models.bigram import Bigram, BigramConfig
+from makemore.models.bow import BoW, BoWConfig
+from makemore.models.gru import GRU, GRUConfig
+from makemore.models.lstm import LSTM, LSTMConfig
+from makemore.models.mlp import MLP, MLPConfig
+from makemore.models.rnn import RNN, RNNConfig
 from makemore.models.transformer import Transformer, TransformerConfig
+from makemore.models.wavenet import WaveNet, WaveNetConfig
 
 MODELS: dict[str, tuple[type[nn.Module], type[ModelConfig]]] = {
     "bigram": (Bigram, BigramConfig),
+    "mlp": (MLP, MLPConfig),
+    "rnn": (RNN, RNNConfig),
+    "gru": (GRU, GRUConfig),
+    "lstm": (LSTM, LSTMConfig),
+    "bow": (BoW, BoWConfig),
+    "wavenet": (WaveNet, WaveNetConfig),
     "transformer": (Transformer, TransformerConfig),
 }
 

@@ -1,0 +1,139 @@
+"""Compare: train several model types on one split with one budget and seed, and rank them.
+
+Every type goes through the same `runs.fit` as `makemore train`, so the leaderboard measures
+exactly what users get. Speed is the median time of one optimisation step, read from the
+trainer's step events (robust to evaluation pauses and to a noisy machine).
+The report is a markdown table and, when matplotlib is installed, a PNG of the loss curves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from makemore import checkpoint, models, runs
+from makemore.train import Eval, Step, TrainConfig
+from tokenizer.files import write_atomic
+
+
+@dataclass
+class Row:
+    type: str
+    parameters: int
+    train_loss: float
+    val_loss: float
+    test_loss: float
+    steps: int
+    ms_per_step: float  # median
+    seconds: float  # wall time, evaluations included
+    curve: list[tuple[int, float, float]] = field(default_factory=list)  # (step, train loss, val loss)
+
+    @property
+    def steps_per_second(self) -> float:
+        return 1000 / self.ms_per_step if self.ms_per_step else 0.0
+
+    def summary(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("curve")
+        return d | {"steps_per_second": round(self.steps_per_second, 1)}
+
+
+class StepTimer:
+    """Collects the trainer's events; the median step time ignores the pauses for evaluation."""
+
+    def __init__(self, forward: Callable | None = None):
+        self.forward = forward
+        self.times: list[float] = []
+        self.curve: list[tuple[int, float, float]] = []
+        self._last = 0.0
+
+    def __call__(self, event: Step | Eval) -> None:
+        if isinstance(event, Step):
+            self.times.append(event.elapsed - self._last)
+            self._last = event.elapsed
+        else:
+            self.curve.append((event.step, event.train_loss, event.val_loss))
+            self._last = event.elapsed  # the next step's time starts after this evaluation
+        if self.forward:
+            self.forward(event)
+
+    @property
+    def median_ms(self) -> float:
+        return 1000 * statistics.median(self.times) if self.times else 0.0
+
+
+def compare(
+    prep: runs.Prepared,
+    types: list[str],
+    cfg: TrainConfig,
+    out_root: Path,
+    on_start: Callable[[str], Callable | None] | None = None,
+) -> list[Row]:
+    """Train each of `types` on `prep` with `cfg` (each at its own default lr unless `cfg.lr` is set).
+
+    `on_start(type)` may return an event callback for that type's training (a progress bar).
+    """
+    rows = []
+    for name in types:
+        timer = StepTimer(on_start(name) if on_start else None)
+        fitted = runs.fit(name, prep, cfg, out_root / name / checkpoint.FILENAME, on_event=timer)
+        final = fitted.result.history[-1]
+        best = next(e for e in fitted.result.history if e.step == fitted.result.best_step)
+        rows.append(Row(
+            type=name, parameters=models.n_params(fitted.checkpoint.model), train_loss=best.train_loss,
+            val_loss=best.val_loss, test_loss=fitted.test_loss, steps=final.step, ms_per_step=timer.median_ms,
+            seconds=fitted.result.elapsed, curve=timer.curve,
+        ))
+    return rows
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = [
+        "| type | parameters | train loss | val loss | test loss | steps | steps/s | ms/step | wall time (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in sorted(rows, key=lambda r: r.test_loss):
+        lines.append(
+            f"| {r.type} | {r.parameters:,} | {r.train_loss:.4f} | {r.val_loss:.4f} | {r.test_loss:.4f} | "
+            f"{r.steps} | {r.steps_per_second:.1f} | {r.ms_per_step:.2f} | {r.seconds:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[Row], path: Path) -> bool:
+    """A PNG of the val (solid) and train (dotted) loss curves; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in rows:
+        steps = [c[0] for c in r.curve]
+        (line,) = ax.plot(steps, [c[2] for c in r.curve], label=f"{r.type} (test {r.test_loss:.3f})")
+        ax.plot(steps, [c[1] for c in r.curve], linestyle=":", color=line.get_color())
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("val loss (solid), train loss (dotted)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return True
+
+
+def write_report(rows: list[Row], folder: Path) -> tuple[Path, Path | None]:
+    """Write `leaderboard.md` and `loss_curves.png` (if matplotlib is there) into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = folder / "leaderboard.md"
+    write_atomic(table, markdown(rows).encode())
+    png = folder / "loss_curves.png"
+    return table, png if plot(rows, png) else None

@@ -1,0 +1,68 @@
+"""What the recurrent types (rnn, gru, lstm) share: embedding, learned start state, head, two paths.
+
+Each type names a torch module (`nn.RNN`, `nn.GRU`, `nn.LSTM`) whose weights it owns, and writes
+its cell out as plain tensor equations in `cell`. `forward` runs either torch's fused kernel
+(`fused=True`, the fast default) or the written-out cell one step at a time; both read the same
+parameters, so a checkpoint loads into either and the tests check they compute the same function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from makemore.models.base import ModelConfig
+
+
+@dataclass(kw_only=True)
+class RecurrentConfig(ModelConfig):
+    n_embd: int = 64  # token embedding size
+    n_hidden: int = 128  # hidden state size
+    fused: bool = True  # torch's fused kernel; False runs the written-out cell (same weights, same function)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.require_positive("n_embd", "n_hidden")
+
+
+class RecurrentLM(nn.Module):
+    rnn_class: type[nn.RNNBase]  # set by each type
+    n_states = 1  # hidden vectors carried between steps: 1 (h), or 2 for the LSTM (h, c)
+    default_lr = 5e-3  # peak learning rate when --lr is not given
+
+    def __init__(self, config: RecurrentConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.rnn = self.rnn_class(config.n_embd, config.n_hidden, batch_first=True)
+        self.start = nn.Parameter(torch.zeros(self.n_states, config.n_hidden))  # learned initial state
+        self.head = nn.Linear(config.n_hidden, config.vocab_size)
+
+    def cell(self, gx: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """One step: `gx` is the input's share of the gates, W_ih x_t + b_ih; returns the new state."""
+        raise NotImplementedError
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        B = idx.shape[0]
+        x = self.wte(idx)  # (B, T, E)
+        state = tuple(s.expand(B, -1).contiguous() for s in self.start)  # n_states x (B, H)
+        if self.config.fused:
+            init = tuple(s.unsqueeze(0) for s in state)  # (1, B, H): one layer
+            h, _ = self.rnn(x, init if self.n_states > 1 else init[0])  # (B, T, H)
+        else:
+            h = self.unrolled(x, state)
+        return self.head(h)  # (B, T, V)
+
+    def unrolled(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        gx = x @ self.rnn.weight_ih_l0.T + self.rnn.bias_ih_l0  # (B, T, G*H): all input projections at once
+        outputs = []
+        for t in range(x.shape[1]):
+            state = self.cell(gx[:, t], state)
+            outputs.append(state[0])
+        return torch.stack(outputs, dim=1)  # (B, T, H)
+
+    def hidden_gates(self, h: torch.Tensor) -> torch.Tensor:
+        """The hidden state's share of the gates: W_hh h + b_hh, (B, G*H)."""
+        return h @ self.rnn.weight_hh_l0.T + self.rnn.bias_hh_l0

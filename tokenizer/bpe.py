@@ -1,0 +1,207 @@
+"""Byte-level BPE: encode any text as UTF-8 bytes (ids 0-255), then apply learned merges by rank.
+
+Merge i joins a pair of ids into the new id 256 + i; special tokens take the ids after the
+merges. Encoding splits the text at registered special tokens (when allowed), cuts each piece
+into chunks with the pre-split pattern, and merges inside each chunk, lowest rank first, with a
+cache of chunk -> ids. Lone surrogates, which UTF-8 cannot hold, are replaced by U+FFFD first,
+as tiktoken does; every other str round-trips exactly: decode(encode(s)) == s.
+
+The file format is one JSON object: {"format": "makemore-bpe", "version": 1, "pattern": name,
+"regex": the pattern itself, "merges": [[left, right], ...] in rank order, "special": {token: id}}.
+The vocabulary (id -> bytes) is rebuilt from the merges on load, never stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable
+from pathlib import Path
+
+import regex
+
+from tokenizer.errors import TokenizerError
+from tokenizer.files import write_atomic
+from tokenizer.patterns import PATTERNS, compile_split
+
+FORMAT = "makemore-bpe"
+VERSION = 1
+EOT = "<|endoftext|>"
+
+
+def get_stats(ids: list[int], counts: dict | None = None, weight: int = 1) -> dict:
+    """Count each adjacent pair of `ids` (overlapping: "aaa" has the pair (a, a) twice)."""
+    counts = {} if counts is None else counts
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + weight
+    return counts
+
+
+def merge(ids: list[int], pair: tuple[int, int], idx: int) -> list[int]:
+    """Replace each occurrence of `pair` in `ids`, left to right, with `idx`."""
+    out, i, n = [], 0, len(ids)
+    a, b = pair
+    while i < n:
+        if i < n - 1 and ids[i] == a and ids[i + 1] == b:
+            out.append(idx)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def build_vocab(merges: list[tuple[int, int]]) -> list[bytes]:
+    """id -> bytes, from the 256 bytes and the merges in rank order."""
+    vocab = [bytes([i]) for i in range(256)]
+    for a, b in merges:
+        vocab.append(vocab[a] + vocab[b])
+    return vocab
+
+
+def clean(text: str) -> str:
+    """Replace lone surrogates (not encodable as UTF-8) by U+FFFD, as tiktoken does."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+class BPETokenizer:
+    kind = "bpe"
+
+    def __init__(self, merges: Iterable[tuple[int, int]], pattern: str = "gpt4", special: dict[str, int] | None = None,
+                 regex_str: str | None = None):
+        self.merges = [tuple(m) for m in merges]
+        self.pattern = pattern
+        self.regex = PATTERNS[pattern] if pattern in PATTERNS else regex_str
+        self.special = dict(special or {})
+        self._check()
+        self.vocab = build_vocab(self.merges)
+        self.ranks = {pair: 256 + i for i, pair in enumerate(self.merges)}  # pair -> the id it makes
+        self._split = compile_split(self.regex)
+        self._special_re = (
+            regex.compile("(" + "|".join(regex.escape(s) for s in sorted(self.special, key=len, reverse=True)) + ")")
+            if self.special else None
+        )
+        self._inverse_special = {i: s.encode("utf-8") for s, i in self.special.items()}
+        self._cache: dict[str, list[int]] = {}
+
+    def _check(self) -> None:
+        for i, pair in enumerate(self.merges):
+            if len(pair) != 2 or not all(isinstance(x, int) and 0 <= x < 256 + i for x in pair):
+                raise TokenizerError(f"merge {i} is {list(pair)}: each merge must join two ids made before it")
+        n = 256 + len(self.merges)
+        if sorted(self.special.values()) != list(range(n, n + len(self.special))):
+            raise TokenizerError(f"special token ids must follow the merges: {n}..{n + len(self.special) - 1}")
+        if self.regex is None and self.pattern != "none":
+            raise TokenizerError(f"unknown pattern {self.pattern!r}")
+
+    # the shared tokenizer interface
+
+    @property
+    def vocab_size(self) -> int:
+        return 256 + len(self.merges) + len(self.special)
+
+    @property
+    def eot_id(self) -> int:
+        """The id of <|endoftext|>, which makemore uses as the item boundary."""
+        if EOT not in self.special:
+            raise TokenizerError(f"the tokenizer has no {EOT} special token; train it with --special '{EOT}'")
+        return self.special[EOT]
+
+    def encode(self, text: str, allowed_special: str | Collection[str] = ()) -> list[int]:
+        """Ids of `text`. A registered special token in the text is an error unless it is allowed
+        (`"all"` or a set of tokens); allowed ones encode as their own id. See `encode_ordinary`."""
+        text = clean(text)
+        if not self.special:
+            return self.encode_ordinary(text)
+        allowed = set(self.special) if allowed_special == "all" else set(allowed_special)
+        unknown = allowed - set(self.special)
+        if unknown:
+            raise TokenizerError(f"allowed special token {sorted(unknown)[0]!r} is not registered in this tokenizer")
+        found = [m.group() for m in self._special_re.finditer(text)]
+        disallowed = [s for s in found if s not in allowed]
+        if disallowed:
+            raise TokenizerError(
+                f"the text contains the special token {disallowed[0]!r}; allow it (allowed_special='all' or "
+                f"--allow-special) or encode it as plain text (encode_ordinary)"
+            )
+        if not found:
+            return self.encode_ordinary(text)
+        ids = []
+        for i, part in enumerate(self._special_re.split(text)):
+            if i % 2:
+                ids.append(self.special[part])
+            elif part:
+                ids.extend(self.encode_ordinary(part))
+        return ids
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Ids of `text`, with special tokens treated as plain text."""
+        cache, ids = self._cache, []
+        for chunk in self._split(clean(text)):
+            cached = cache.get(chunk)
+            if cached is None:
+                cached = self._encode_chunk(chunk.encode("utf-8"))
+                if len(cache) < 1_000_000:
+                    cache[chunk] = cached
+            ids.extend(cached)
+        return ids
+
+    def _encode_chunk(self, data: bytes) -> list[int]:
+        ids = list(data)
+        ranks = self.ranks
+        while len(ids) >= 2:
+            pair = min(zip(ids, ids[1:]), key=lambda p: ranks.get(p, 1 << 62))
+            if pair not in ranks:
+                break
+            ids = merge(ids, pair, ranks[pair])
+        return ids
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        parts = []
+        n = 256 + len(self.merges)
+        for i in ids:
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.vocab_size:
+                raise TokenizerError(f"token id {i!r} is outside the vocabulary (0..{self.vocab_size - 1})")
+            parts.append(self.vocab[i] if i < n else self._inverse_special[i])
+        return b"".join(parts)
+
+    def decode(self, ids: Iterable[int], strict: bool = False) -> str:
+        """The text of `ids`. Bytes that are not valid UTF-8 (ids that split a character) become
+        U+FFFD, or with `strict` an error."""
+        data = self.decode_bytes(ids)
+        try:
+            return data.decode("utf-8", errors="strict" if strict else "replace")
+        except UnicodeDecodeError as e:
+            raise TokenizerError(f"ids decode to invalid UTF-8 at byte {e.start} (a character split between tokens)") from None
+
+    def id_to_piece(self, i: int) -> str:
+        return self.decode_bytes([i]).decode("utf-8", errors="replace")
+
+    # files
+
+    def to_dict(self) -> dict:
+        return {
+            "type": self.kind, "format": FORMAT, "version": VERSION, "pattern": self.pattern,
+            "regex": self.regex, "merges": [list(m) for m in self.merges], "special": self.special,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BPETokenizer:
+        if d.get("format") != FORMAT:
+            raise TokenizerError(f"not a {FORMAT} tokenizer (format {d.get('format')!r})")
+        if d.get("version") != VERSION:
+            raise TokenizerError(f"tokenizer format version {d.get('version')!r}; this tokenizer reads version {VERSION}")
+        try:
+            return cls(d["merges"], d["pattern"], d.get("special") or {}, d.get("regex"))
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, TokenizerError):
+                raise
+            raise TokenizerError(f"damaged tokenizer description ({type(e).__name__}: {e})") from None
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        write_atomic(path, (json.dumps(self.to_dict(), ensure_ascii=False) + "\n").encode("utf-8"))
+        return path

@@ -1,0 +1,34 @@
+"""Pre-split patterns: text is cut into chunks by a regex before BPE, and merges never cross chunks.
+
+The strings are tiktoken's own (r50k for GPT-2, cl100k for GPT-4), so an export to tiktoken splits
+exactly as we do. They need the `regex` package (possessive quantifiers, \\p{L}); `none` means no
+split: the whole text is one chunk (a "basic" tokenizer, fine for small texts only).
+"""
+
+from __future__ import annotations
+
+import regex
+
+from tokenizer.errors import TokenizerError
+
+GPT2 = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+GPT4 = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+PATTERNS = {"gpt4": GPT4, "gpt2": GPT2, "none": None}
+
+# A chunk always ends at a newline that a letter follows (no alternative of either pattern
+# reaches across it), so a stream of text can be cut there and split piece by piece.
+SAFE_CUT = regex.compile(r"\n(?=\p{L})")
+
+
+def resolve(name: str) -> str | None:
+    """The regex of a pattern name."""
+    if name not in PATTERNS:
+        raise TokenizerError(f"unknown pattern {name!r}; choose one of: {', '.join(PATTERNS)}")
+    return PATTERNS[name]
+
+
+def compile_split(pattern: str | None):
+    """A function text -> list of chunks."""
+    if pattern is None:
+        return lambda text: [text] if text else []
+    return regex.compile(pattern).findall
