@@ -1,0 +1,87 @@
+"""Export a BPE tokenizer for other libraries: tiktoken's rank file and Hugging Face's tokenizer.json.
+
+Both formats key tokens by their bytes, so a vocabulary in which two merges make the same bytes
+cannot be expressed: that is an error naming the token. tiktoken's rank file holds only the
+mergeable tokens; pass the pattern and the special tokens to `tiktoken.Encoding` yourself
+(`tokenizer export` prints them). The tokenizer.json is complete: pattern, merges, specials.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from tokenizer.bpe import BPETokenizer
+from tokenizer.errors import TokenizerError
+from tokenizer.files import write_atomic
+
+WHOLE_TEXT = r"[\s\S]+"  # the pattern "none" as a regex, for libraries that need one
+
+
+def check_unique(tok: BPETokenizer) -> None:
+    seen: dict[bytes, int] = {}
+    for i, b in enumerate(tok.vocab):
+        if b in seen:
+            raise TokenizerError(f"tokens {seen[b]} and {i} have the same bytes {b!r}; this format cannot hold both")
+        seen[b] = i
+
+
+def tiktoken_ranks(tok: BPETokenizer) -> str:
+    """tiktoken's rank file: one line per token, its bytes in base64 and its rank (= our id)."""
+    check_unique(tok)
+    return "".join(f"{base64.b64encode(b).decode('ascii')} {i}\n" for i, b in enumerate(tok.vocab))
+
+
+def byte_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-in for each byte, which byte-level tokenizer.json files use."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    mapping, extra = {b: chr(b) for b in printable}, 0
+    for b in range(256):
+        if b not in mapping:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+def huggingface_json(tok: BPETokenizer) -> dict:
+    """A complete Hugging Face `tokenizer.json` for a byte-level BPE with no normaliser."""
+    check_unique(tok)
+    to_str = byte_to_unicode()
+
+    def piece(i: int) -> str:
+        return "".join(to_str[b] for b in tok.vocab[i])
+
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
+    pre = [{"type": "Split", "pattern": {"Regex": tok.regex}, "behavior": "Isolated", "invert": False}] if tok.regex else []
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+            for s, i in tok.special.items()
+        ],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [*pre, byte_level]},
+        "post_processor": None,
+        "decoder": byte_level,
+        "model": {
+            "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+            "vocab": {piece(i): i for i in range(len(tok.vocab))},
+            "merges": [[piece(a), piece(b)] for a, b in tok.merges],
+        },
+    }
+
+
+FORMATS = ("tiktoken", "huggingface")
+
+
+def export(tok: BPETokenizer, fmt: str, path: str | Path) -> Path:
+    if fmt not in FORMATS:
+        raise TokenizerError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    text = tiktoken_ranks(tok) if fmt == "tiktoken" else json.dumps(huggingface_json(tok), ensure_ascii=False, indent=1)
+    path = Path(path)
+    write_atomic(path, text.encode("utf-8"))
+    return path
