@@ -57,7 +57,7 @@ def train(
 ):
     """Learn a byte-level BPE tokenizer from CORPUS."""
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=stderr)
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=True)
     with progress:
         task = progress.add_task("counting chunks", total=None)
 
