@@ -93,6 +93,7 @@ def train(
     device: DeviceOpt = "auto",
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: checkpoints/<data>-<type>).")] = None,
     settings: Annotated[list[str], typer.Option("--set", help="Model option key=value, e.g. --set n_layer=6; repeatable.")] = [],
+    tokenizer_path: Annotated[Optional[Path], typer.Option("--tokenizer", help="A BPE tokenizer file (from `tokenizer train`, with <|endoftext|>); default: characters.")] = None,
     json: JsonOpt = False,
 ):
     """Train a model on FILE (default: the built-in names) and save the best checkpoint."""
@@ -101,7 +102,8 @@ def train(
                       eval_interval=eval_interval, seed=seed, device=resolve_device(device))
     options = parse_settings(settings)
     models.make_config(type, 1, 1, **options)  # reject bad options before reading any data
-    prep = runs.prepare(data, seed)
+    tok = runs.load_tokenizer(tokenizer_path) if tokenizer_path else None
+    prep = runs.prepare(data, seed, tok)
     path = (out_dir or checkpoint.DEFAULT_DIR / run_dir(data, type)) / checkpoint.FILENAME
     stderr.print(f"{prep.name}: {len(prep.items['train'])} train, {len(prep.items['val'])} val, "
                  f"{len(prep.items['test'])} test items; vocabulary {prep.tokenizer.vocab_size}, block size {prep.block_size}")

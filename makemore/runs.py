@@ -19,6 +19,7 @@ from makemore import checkpoint, data, models
 from makemore.errors import MakemoreError
 from makemore.train import TrainConfig, TrainResult, evaluate, train
 from tokenizer import CharTokenizer, TokenizerError
+from tokenizer import files as tokenizer_files
 
 
 @dataclass
@@ -54,6 +55,16 @@ def prepare(path: str | Path | None, seed: int = 1337, tok=None) -> Prepared:
     except TokenizerError as e:
         raise MakemoreError(f"{name}: {e}") from None
     return Prepared(name=name, sha256=sha, seed=seed, items=parts, splits=splits, tokenizer=tok)
+
+
+def load_tokenizer(path: str | Path):
+    """A tokenizer file for makemore: it must have a boundary (<|endoftext|>) token."""
+    try:
+        tok = tokenizer_files.load(path)
+        tok.eot_id  # noqa: B018 -- raises, naming the missing token
+    except TokenizerError as e:
+        raise MakemoreError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
+    return tok
 
 
 @dataclass

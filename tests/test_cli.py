@@ -182,3 +182,23 @@ def test_eval_file_with_unseen_characters(trained, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text("\n".join(["xyzzy"] * 12))
     one_line_error(run("eval", other, "-c", trained[2]), "other.txt", "'x' is not in the tokenizer's vocabulary")
+
+
+def test_train_with_a_bpe_tokenizer(in_tmp, toy_file):
+    import tokenizer
+
+    tok = tokenizer.train(toy_file, vocab_size=280, special=["<|endoftext|>"])
+    tok.save(in_tmp / "tok.json")
+    result = run("train", toy_file, "--tokenizer", "tok.json", "--type", "gru", "--max-steps", "30", "--eval-interval", "15", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(run("info", "--json").stdout)
+    assert info["tokenizer"] == {"type": "bpe", "vocab_size": tok.vocab_size}
+    rows = json.loads(run("sample", "-n", "4", "--seed", "0", "--json").stdout)
+    assert len(rows) == 4 and all(isinstance(r["text"], str) for r in rows)
+
+
+def test_bpe_tokenizer_without_boundary_token(in_tmp, toy_file):
+    import tokenizer
+
+    tokenizer.train(toy_file, vocab_size=280).save(in_tmp / "tok.json")
+    one_line_error(run("train", toy_file, "--tokenizer", "tok.json"), "tok.json: the tokenizer has no <|endoftext|>")

@@ -2,7 +2,7 @@
 
 x = tok_emb(idx) + pos_emb(t); each block is x += attn(ln(x)); x += mlp(ln(x)) (pre-norm),
 with causal multi-head self-attention through `scaled_dot_product_attention` and a GELU MLP;
-then a final layer norm and a linear head to logits. No weight tying, no dropout by default.
+then a final layer norm and a linear head to logits. No weight tying; dropout 0.1 (names overfit without it).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class TransformerConfig(ModelConfig):
     n_layer: int = 4  # blocks
     n_head: int = 4  # attention heads per block
     n_embd: int = 64  # channels; must divide by n_head
-    dropout: float = 0.0  # on attention output and MLP output; 0 = off
+    dropout: float = 0.1  # on the attention and MLP outputs; 0 = off (0.1: measured better test loss on names)
 
     def __post_init__(self):
         super().__post_init__()
@@ -37,16 +37,15 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.n_head = config.n_head
-        self.dropout = config.dropout
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)  # on the output, not the attention weights: keeps SDPA's fast kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hs)
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)  # (B, H, T, hs)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hs)
+        return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))  # (B, T, C)
 
 
 class Block(nn.Module):
