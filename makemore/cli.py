@@ -16,10 +16,12 @@ from makemore import compare as comparison
 from makemore.errors import MakemoreError
 from makemore.sample import check_options, generate
 from makemore.train import Eval, Step, TrainConfig, resolve_device
+from tokenizer import cli as tokenizer_cli
 from tokenizer.cliutil import clean_errors, print_json, stderr
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learn to generate more of whatever a text file holds, one item per line.")
+app.add_typer(tokenizer_cli.app, name="tokenizer", help="Train and apply byte-level BPE tokenizers (also the `tokenizer` command).")
 out = Console(highlight=False)
 
 DataFile = Annotated[Optional[Path], typer.Argument(help="UTF-8 text, one item per line (default: the built-in names).", show_default=False)]
@@ -203,9 +205,11 @@ def info(
     table.add_row("config", ", ".join(f"{k}={v}" for k, v in result["config"].items()))
     table.add_row("tokenizer", f"{tok['type']}, vocabulary {ckpt.tokenizer.vocab_size}")
     t = ckpt.training
-    table.add_row("data", f"{t['data']['name']} (sha256 {t['data']['sha256'][:12]}…)")
-    table.add_row("training", f"{t['step']} steps; best val loss {t['best_val_loss']:.4f} at step {t['best_step']}"
-                  + (f"; test loss {t['test_loss']:.4f}" if "test_loss" in t else ""))
+    if "data" in t:
+        table.add_row("data", f"{t['data']['name']} (sha256 {t['data']['sha256'][:12]}…)")
+    if "best_val_loss" in t:
+        table.add_row("training", f"{t['step']} steps; best val loss {t['best_val_loss']:.4f} at step {t['best_step']}"
+                      + (f"; test loss {t['test_loss']:.4f}" if "test_loss" in t else ""))
     out.print(table)
 
 

@@ -40,7 +40,9 @@ class Prepared:
     def record(self) -> dict:
         """What a checkpoint stores about its data, enough to find and re-split it."""
         counts = {k: len(v) for k, v in self.items.items()}
-        return {"name": self.name, "sha256": self.sha256, "split_seed": self.seed, "items": counts, "normalization": "NFC"}
+        where = self.name if self.name == data.BUILTIN else str(Path(self.name).resolve())
+        return {"name": self.name, "path": where, "sha256": self.sha256, "split_seed": self.seed, "items": counts,
+                "normalization": "NFC"}
 
 
 def prepare(path: str | Path | None, seed: int = 1337, tok=None) -> Prepared:
@@ -119,7 +121,7 @@ def test_split(ckpt: checkpoint.Checkpoint) -> tuple[data.Split, str]:
     record = ckpt.training.get("data")
     if not record:
         raise MakemoreError(f"{ckpt.path}: the checkpoint has no record of its data; pass a FILE to evaluate on")
-    items, name, sha = data.read_items(record["name"])
+    items, name, sha = data.read_items(record.get("path", record["name"]))
     if sha != record.get("sha256"):
         raise MakemoreError(f"{name}: the file has changed since the model was trained on it; pass a FILE to evaluate on")
     test = data.split_items(items, record["split_seed"])["test"]
@@ -169,7 +171,7 @@ def training_items(ckpt: checkpoint.Checkpoint) -> set[str] | None:
     if not record:
         return None
     try:
-        items, _, sha = data.read_items(record["name"])
+        items, _, sha = data.read_items(record.get("path", record["name"]))
     except MakemoreError:
         return None
     if sha != record.get("sha256"):
