@@ -245,8 +245,8 @@ def compare(
     if json:
         print_json([r.summary() for r in sorted(rows, key=lambda r: r.test_loss)])
     else:
-        table = Table(title=f"{prep.name}: {steps} steps" + (f" or {max_seconds:g} s" if max_seconds else "") + " per type")
-        for col in ("type", "parameters", "train loss", "val loss", "test loss", "steps/s", "wall time (s)"):
+        table = Table(title=f"{prep.name}: {steps} steps" + (f" or {max_seconds:g} s" if max_seconds else "") + " per type; loss in nats/token")
+        for col in ("type", "params", "train", "val", "test", "steps/s", "seconds"):
             table.add_column(col, justify="left" if col == "type" else "right")
         for r in sorted(rows, key=lambda r: r.test_loss):
             table.add_row(r.type, f"{r.parameters:,}", f"{r.train_loss:.4f}", f"{r.val_loss:.4f}", f"{r.test_loss:.4f}",

@@ -117,6 +117,7 @@ def plot(rows: list[Row], path: Path) -> bool:
         steps = [c[0] for c in r.curve]
         (line,) = ax.plot(steps, [c[2] for c in r.curve], label=f"{r.type} (test {r.test_loss:.3f})")
         ax.plot(steps, [c[1] for c in r.curve], linestyle=":", color=line.get_color())
+    ax.set_xscale("log")  # fast and slow types share one budget: steps differ by orders of magnitude
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("val loss (solid), train loss (dotted)")
