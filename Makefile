@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/makemore sample -n 20 --seed 1
 
 test: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -q
 
 bench: install
 	$(BIN)/python bench/train_speed.py

@@ -202,3 +202,20 @@ def test_bpe_tokenizer_without_boundary_token(in_tmp, toy_file):
 
     tokenizer.train(toy_file, vocab_size=280).save(in_tmp / "tok.json")
     one_line_error(run("train", toy_file, "--tokenizer", "tok.json"), "tok.json: the tokenizer has no <|endoftext|>")
+
+
+def test_compare_ranks_types_and_writes_report(in_tmp, toy_file):
+    result = run("compare", toy_file, "--types", "bigram,mlp", "--steps", "40", "--eval-interval", "20", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["type"] for r in rows] == sorted(["bigram", "mlp"], key=lambda t: next(r["test_loss"] for r in rows if r["type"] == t))
+    assert all(r["steps"] == 40 and r["parameters"] > 0 and r["steps_per_second"] > 0 for r in rows)
+    folder = in_tmp / "checkpoints" / "compare-toy"
+    table = (folder / "leaderboard.md").read_text()
+    assert table.count("\n") == 4 and "| bigram |" in table and "| mlp |" in table
+    assert (folder / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (folder / "mlp" / "model.safetensors").is_file()
+
+
+def test_compare_rejects_unknown_types(in_tmp, toy_file):
+    one_line_error(run("compare", toy_file, "--types", "mlp,gpt"), "unknown model type 'gpt'")
