@@ -91,13 +91,13 @@ def work_encode(lib: str, corpus: str, tok_path: str, export_dir: str) -> dict:
         import tiktoken
         from tiktoken.load import load_tiktoken_bpe
 
-        ranks = export(ours, "tiktoken", Path(export_dir) / "ranks.tiktoken")
+        ranks = export(ours, "tiktoken", Path(export_dir) / f"{Path(tok_path).stem}.tiktoken")
         enc = tiktoken.Encoding("ours", pat_str=ours.regex, mergeable_ranks=load_tiktoken_bpe(str(ranks)), special_tokens=ours.special)
         encode = enc.encode_ordinary
     else:
         from tokenizers import Tokenizer
 
-        hf = Tokenizer.from_file(str(export(ours, "huggingface", Path(export_dir) / "tokenizer.json")))
+        hf = Tokenizer.from_file(str(export(ours, "huggingface", Path(export_dir) / f"{Path(tok_path).stem}.hf.json")))
         def encode(s):
             return hf.encode(s).ids
     times, ids = [], None
@@ -112,7 +112,7 @@ def work_encode(lib: str, corpus: str, tok_path: str, export_dir: str) -> dict:
 
 def run_worker(kind: str, args: dict, threads: int | None = None) -> dict:
     """Run a worker in a child process; its result includes its own peak memory (MB)."""
-    env = dict(os.environ)
+    env = dict(os.environ, TIKTOKEN_CACHE_DIR="")  # tiktoken caches rank files by path: never reuse a stale one
     if threads:
         env["RAYON_NUM_THREADS"] = str(threads)  # Hugging Face's thread pool
     cmd = [sys.executable, __file__, "--worker", kind, json.dumps(args)]

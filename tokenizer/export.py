@@ -3,7 +3,9 @@
 Both formats key tokens by their bytes, so a vocabulary in which two merges make the same bytes
 cannot be expressed: that is an error naming the token. tiktoken's rank file holds only the
 mergeable tokens; pass the pattern and the special tokens to `tiktoken.Encoding` yourself
-(`tokenizer export` prints them). The tokenizer.json is complete: pattern, merges, specials.
+(`tokenizer export` prints them). tiktoken caches rank files by path, so after exporting again to
+the same path, load it with TIKTOKEN_CACHE_DIR="" (no cache) or use a new name. The
+tokenizer.json is complete: pattern, merges, specials.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+
+import regex
 
 from tokenizer.bpe import BPETokenizer
 from tokenizer.errors import TokenizerError
@@ -44,6 +48,13 @@ def byte_to_unicode() -> dict[int, str]:
     return mapping
 
 
+def onig_regex(pattern: str) -> str:
+    """The pattern for Hugging Face's regex engine (Oniguruma), where `x{1,3}+` means "(x{1,3})+", not a
+    possessive {1,3}: drop the possessive mark there. (Nothing follows it in its alternative, so it
+    matches the same.)"""
+    return regex.sub(r"(\{\d+(?:,\d*)?\})\+", r"\1", pattern)
+
+
 def huggingface_json(tok: BPETokenizer) -> dict:
     """A complete Hugging Face `tokenizer.json` for a byte-level BPE with no normaliser."""
     check_unique(tok)
@@ -53,7 +64,7 @@ def huggingface_json(tok: BPETokenizer) -> dict:
         return "".join(to_str[b] for b in tok.vocab[i])
 
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
-    pre = [{"type": "Split", "pattern": {"Regex": tok.regex}, "behavior": "Isolated", "invert": False}] if tok.regex else []
+    pre = [{"type": "Split", "pattern": {"Regex": onig_regex(tok.regex)}, "behavior": "Isolated", "invert": False}] if tok.regex else []
     return {
         "version": "1.0",
         "truncation": None,
