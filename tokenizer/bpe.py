@@ -26,6 +26,7 @@ from tokenizer.patterns import PATTERNS, compile_split
 FORMAT = "makemore-bpe"
 VERSION = 1
 EOT = "<|endoftext|>"
+NO_MERGE = 1 << 62  # larger than any id: "this pair is not a merge"
 
 
 def get_stats(ids: list[int], counts: dict | None = None, weight: int = 1) -> dict:
@@ -150,13 +151,19 @@ class BPETokenizer:
         return ids
 
     def _encode_chunk(self, data: bytes) -> list[int]:
+        """Merge the lowest-ranked pair present until none is left (a pair's rank is the id it makes)."""
         ids = list(data)
-        ranks = self.ranks
+        get = self.ranks.get
         while len(ids) >= 2:
-            pair = min(zip(ids, ids[1:]), key=lambda p: ranks.get(p, 1 << 62))
-            if pair not in ranks:
+            made = [get(pair, NO_MERGE) for pair in zip(ids, ids[1:])]  # the id each adjacent pair would make
+            best = min(made)
+            if best == NO_MERGE:
                 break
-            ids = merge(ids, pair, ranks[pair])
+            i = made.index(best)
+            if made.count(best) == 1:  # the usual case: one occurrence, merge it in place
+                ids[i : i + 2] = [best]
+            else:
+                ids = merge(ids, (ids[i], ids[i + 1]), best)
         return ids
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
