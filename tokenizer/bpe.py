@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable
+from itertools import chain
 from pathlib import Path
 
 import regex
@@ -26,6 +27,7 @@ from tokenizer.patterns import PATTERNS, compile_split
 FORMAT = "makemore-bpe"
 VERSION = 1
 EOT = "<|endoftext|>"
+CACHE_SIZE = 1 << 20  # chunks whose ids are remembered
 NO_MERGE = 1 << 62  # larger than any id: "this pair is not a merge"
 
 
@@ -140,15 +142,15 @@ class BPETokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids of `text`, with special tokens treated as plain text."""
-        cache, ids = self._cache, []
-        for chunk in self._split(clean(text)):
-            cached = cache.get(chunk)
-            if cached is None:
-                cached = self._encode_chunk(chunk.encode("utf-8"))
-                if len(cache) < 1_000_000:
-                    cache[chunk] = cached
-            ids.extend(cached)
-        return ids
+        chunks = self._split(clean(text))
+        cache = self._cache
+        missing = set(chunks).difference(cache)
+        if len(cache) + len(missing) > CACHE_SIZE:
+            cache.clear()  # a crude bound on memory; the cache refills from the text at hand
+            missing = set(chunks)
+        for chunk in missing:
+            cache[chunk] = self._encode_chunk(chunk.encode("utf-8"))
+        return list(chain.from_iterable(map(cache.__getitem__, chunks)))  # no Python-level loop per chunk
 
     def _encode_chunk(self, data: bytes) -> list[int]:
         """Merge the lowest-ranked pair present until none is left (a pair's rank is the id it makes)."""
