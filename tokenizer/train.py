@@ -6,7 +6,8 @@
    remember which chunks hold each pair.
 3. Repeatedly take the most frequent pair from a heap (ties: the smallest pair of ids, the rule
    Hugging Face's trainer uses too), merge it in only the chunks that hold it, and update the
-   counts of just the pairs those chunks lose and gain. Stale heap entries are skipped on pop.
+   counts of just the pairs next to each merge, which those chunks lose and gain. Stale heap
+   entries are skipped on pop.
 The result is exactly what the plain loop over the whole text produces (the tests check this).
 Training stops early when the best pair occurs fewer than `min_frequency` times.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import regex
 
-from tokenizer.bpe import BPETokenizer, merge
+from tokenizer.bpe import BPETokenizer
 from tokenizer.errors import TokenizerError
 from tokenizer.files import read_blocks
 from tokenizer.patterns import SAFE_CUT, compile_split, resolve
@@ -52,12 +53,37 @@ def count_chunks(blocks: Iterable[str], pattern: str | None) -> Counter:
     return counts
 
 
+def merge_counting(word: list[int], pair: tuple[int, int], idx: int, f: int, changes: dict) -> list[int]:
+    """`merge(word, pair, idx)`, also adding to `changes` how the counts of the neighbouring pairs
+    move: at each merge (prev, a) and (b, next) are lost and (prev, idx), (idx, next) gained, `f`
+    times each. Consecutive merges ("abab") cancel out right: (X, a) is gained, then lost again."""
+    a, b = pair
+    out: list[int] = []
+    i, n = 0, len(word)
+    while i < n:
+        if i < n - 1 and word[i] == a and word[i + 1] == b:
+            if out:
+                prev = out[-1]
+                changes[prev, a] = changes.get((prev, a), 0) - f
+                changes[prev, idx] = changes.get((prev, idx), 0) + f
+            if i + 2 < n:
+                nxt = word[i + 2]
+                changes[b, nxt] = changes.get((b, nxt), 0) - f
+                changes[idx, nxt] = changes.get((idx, nxt), 0) + f
+            out.append(idx)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
+
+
 def learn_merges(chunks: dict[str, int], n_merges: int, min_frequency: int = 1, on_progress: Progress | None = None) -> list[tuple[int, int]]:
     """Up to `n_merges` merges from distinct chunks and their counts."""
     words = [list(chunk.encode("utf-8")) for chunk in chunks]
     freqs = list(chunks.values())
     stats: dict[tuple[int, int], int] = {}
-    where: dict[tuple[int, int], set[int]] = {}
+    where: dict[tuple[int, int], set[int]] = {}  # pair -> chunks that hold it (or once held it: checked on use)
     for w, ids in enumerate(words):
         f = freqs[w]
         for pair in zip(ids, ids[1:]):
@@ -74,31 +100,20 @@ def learn_merges(chunks: dict[str, int], n_merges: int, min_frequency: int = 1, 
             break
         idx = 256 + len(merges)
         merges.append(pair)
-        changed = set()
+        changes: dict[tuple[int, int], int] = {}
         for w in where.pop(pair):
-            old = words[w]
-            new = merge(old, pair, idx)
-            f = freqs[w]
-            old_pairs, new_pairs = list(zip(old, old[1:])), list(zip(new, new[1:]))
-            for p in old_pairs:
-                stats[p] -= f
-            for p in new_pairs:
-                stats[p] = stats.get(p, 0) + f
-            old_set, new_set = set(old_pairs), set(new_pairs)
-            for p in old_set - new_set:
-                if p != pair:
-                    where[p].discard(w)
-            for p in new_set - old_set:
+            words[w] = merge_counting(words[w], pair, idx, freqs[w], changes)
+            for p in ((q, r) for q, r in zip(words[w], words[w][1:]) if q == idx or r == idx):
                 where.setdefault(p, set()).add(w)
-            changed |= old_set | new_set
-            words[w] = new
-        del stats[pair]
-        for p in changed:
-            c = stats.get(p, 0)
-            if c > 0:
-                heapq.heappush(heap, (-c, p))
-            elif p in stats:
-                del stats[p]
+        del stats[pair]  # every occurrence is merged
+        for p, d in changes.items():
+            if d and p != pair:
+                c = stats.get(p, 0) + d
+                if c > 0:
+                    stats[p] = c
+                    heapq.heappush(heap, (-c, p))
+                else:
+                    stats.pop(p, None)
         if on_progress:
             on_progress("merges", len(merges), n_merges)
     return merges
