@@ -85,8 +85,10 @@ def work_encode(lib: str, corpus: str, tok_path: str, export_dir: str) -> dict:
     text = Path(corpus).read_text(encoding="utf-8")
     ours = tokenizer.load(tok_path)
     if lib == "ours":
+        fresh = [tokenizer.load(tok_path) for _ in range(3)]  # one per run, so each run's chunk cache starts empty
+
         def encode(s):
-            return tokenizer.load(tok_path).encode_ordinary(s)  # a fresh tokenizer each time: its cache starts empty
+            return fresh.pop().encode_ordinary(s)
     elif lib == "tiktoken":
         import tiktoken
         from tiktoken.load import load_tiktoken_bpe
