@@ -194,7 +194,7 @@ def export(
     if format == "tiktoken":
         stderr.print(f"use with tiktoken.Encoding(name, pat_str={tok.regex or WHOLE_TEXT!r}, "
                      f"mergeable_ranks=tiktoken.load.load_tiktoken_bpe({str(path)!r}), special_tokens={tok.special!r})",
-                     markup=False)
+                     markup=False, soft_wrap=True)
 
 
 def main() -> None:
