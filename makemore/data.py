@@ -94,10 +94,12 @@ class Split:
         return self._lengths
 
 
-def encode_items(items: list[str], tok, block_size: int | None = None) -> Split:
-    """Encode every item once as `<eot> tokens <eot>`; pad to `block_size + 1` (default: longest + 1)."""
+def encode_items(items: list[str], tok, block_size: int | None = None, ids: list[list[int]] | None = None) -> Split:
+    """Encode every item once as `<eot> tokens <eot>`; pad to `block_size + 1` (default: longest + 1).
+
+    `ids`, the items already encoded by `tok`, saves encoding them again."""
     eot = tok.eot_id
-    seqs = [[eot, *tok.encode(s), eot] for s in items]
+    seqs = [[eot, *item, eot] for item in (ids if ids is not None else map(tok.encode, items))]
     if block_size is None:
         block_size = max(map(len, seqs)) - 1
     rows = torch.full((len(seqs), block_size + 1), IGNORE, dtype=torch.long)
@@ -108,7 +110,3 @@ def encode_items(items: list[str], tok, block_size: int | None = None) -> Split:
     x[x == IGNORE] = eot  # padding inputs: any valid id will do, their targets are ignored
     return Split(x=x, y=rows[:, 1:].clone(), n_chars=sum(len(s) + 1 for s in items))
 
-
-def longest(items: list[str], tok) -> int:
-    """Block size needed for these items: the longest encoded item + 1."""
-    return max(len(tok.encode(s)) for s in items) + 1

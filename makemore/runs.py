@@ -52,8 +52,9 @@ def prepare(path: str | Path | None, seed: int = 1337, tok=None) -> Prepared:
         tok = CharTokenizer.from_items(items)
     parts = data.split_items(items, seed)
     try:
-        block_size = max(data.longest(v, tok) for v in parts.values() if v)
-        splits = {k: data.encode_items(v, tok, block_size) for k, v in parts.items()}
+        ids = {k: [tok.encode(s) for s in v] for k, v in parts.items()}
+        block_size = max(len(item) for v in ids.values() for item in v) + 1  # the longest item + 1
+        splits = {k: data.encode_items(v, tok, block_size, ids[k]) for k, v in parts.items()}
     except TokenizerError as e:
         raise MakemoreError(f"{name}: {e}") from None
     return Prepared(name=name, sha256=sha, seed=seed, items=parts, splits=splits, tokenizer=tok)
@@ -132,12 +133,13 @@ def encode_for(ckpt: checkpoint.Checkpoint, items: list[str], name: str) -> data
     """`items` encoded for `ckpt`'s model; an item the model cannot read is an error naming it."""
     block_size = ckpt.model.config.block_size
     try:
-        too_long = [s for s in items if len(ckpt.tokenizer.encode(s)) + 1 > block_size]
+        ids = [ckpt.tokenizer.encode(s) for s in items]
+        too_long = [s for s, item in zip(items, ids) if len(item) + 1 > block_size]
         if too_long:
             raise MakemoreError(
                 f"{name}: item {too_long[0]!r} is longer than the model's context ({block_size - 1} tokens)"
             )
-        return data.encode_items(items, ckpt.tokenizer, block_size)
+        return data.encode_items(items, ckpt.tokenizer, block_size, ids)
     except TokenizerError as e:
         raise MakemoreError(f"{name}: {e}") from None
 

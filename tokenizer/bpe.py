@@ -118,7 +118,7 @@ class BPETokenizer:
         (`"all"` or a set of tokens); allowed ones encode as their own id. See `encode_ordinary`."""
         text = clean(text)
         if not self.special:
-            return self.encode_ordinary(text)
+            return self._encode_clean(text)
         allowed = set(self.special) if allowed_special == "all" else set(allowed_special)
         unknown = allowed - set(self.special)
         if unknown:
@@ -131,18 +131,22 @@ class BPETokenizer:
                 f"--allow-special) or encode it as plain text (encode_ordinary)"
             )
         if not found:
-            return self.encode_ordinary(text)
+            return self._encode_clean(text)
         ids = []
         for i, part in enumerate(self._special_re.split(text)):
             if i % 2:
                 ids.append(self.special[part])
             elif part:
-                ids.extend(self.encode_ordinary(part))
+                ids.extend(self._encode_clean(part))
         return ids
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids of `text`, with special tokens treated as plain text."""
-        chunks = self._split(clean(text))
+        return self._encode_clean(clean(text))
+
+    def _encode_clean(self, text: str) -> list[int]:
+        """`encode_ordinary` of text that `clean` has already been applied to."""
+        chunks = self._split(text)
         cache = self._cache
         missing = set(chunks).difference(cache)
         if len(cache) + len(missing) > CACHE_SIZE:
