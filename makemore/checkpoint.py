@@ -20,8 +20,8 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 import tokenizer as tokenizers
-from tokenizer.files import write_atomic
-from makemore import models
+from tokenizer.files import read_input, write_atomic
+from makemore import memory, models
 from makemore.errors import MakemoreError
 
 FORMAT = "makemore"
@@ -63,13 +63,43 @@ def read_header(data: bytes, name: str) -> dict:
     n = int.from_bytes(data[:8], "little")
     if n > len(data) - 8:
         raise MakemoreError(f"{name}: damaged checkpoint (header runs past the end of the file; truncated?)")
-    try:
-        header = json.loads(data[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise MakemoreError(f"{name}: not a safetensors checkpoint (header is not JSON)") from None
+    header = parse_json(data[8 : 8 + n], name, "header")
     if not isinstance(header, dict):
         raise MakemoreError(f"{name}: not a safetensors checkpoint (header is not a JSON object)")
     return header
+
+
+def parse_json(raw: bytes | str, name: str, what: str):
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise MakemoreError(f"{name}: damaged checkpoint ({what} is not JSON)") from None
+    except RecursionError:
+        raise MakemoreError(f"{name}: damaged checkpoint ({what} is JSON nested too deeply)") from None
+
+
+def _expect(ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(what)
+
+
+def check_training(t) -> dict:
+    """The `training` entry's shape: what the commands read from it must be there and of its type."""
+    _expect(isinstance(t, dict), "training is not an object")
+    for key in ("step", "best_step"):
+        _expect(key not in t or (type(t[key]) is int and t[key] >= 0), f"training.{key} is not a step number")
+    for key in ("best_val_loss", "test_loss"):
+        _expect(key not in t or t[key] is None or isinstance(t[key], (int, float)), f"training.{key} is not a number")
+    _expect(isinstance(t.get("options", {}), dict), "training.options is not an object")
+    if "data" in t:
+        d = t["data"]
+        _expect(isinstance(d, dict), "training.data is not an object")
+        for key in ("name", "sha256"):
+            _expect(isinstance(d.get(key), str), f"training.data.{key} is missing or not a string")
+        _expect(isinstance(d.get("path", ""), str), "training.data.path is not a string")
+        _expect(type(d.get("split_seed")) is int, "training.data.split_seed is missing or not an integer")
+        _expect(d.get("mode", "lines") in ("lines", "text"), "training.data.mode is neither lines nor text")
+    return t
 
 
 def load(path: str | Path, device: str = "cpu") -> Checkpoint:
@@ -77,10 +107,15 @@ def load(path: str | Path, device: str = "cpu") -> Checkpoint:
     path = Path(path)
     if path.is_dir():
         path = path / FILENAME
-    if not path.is_file():
+    if not path.exists():
         raise MakemoreError(f"{path}: no such checkpoint")
-    data = path.read_bytes()
+    try:
+        data = read_input(path, "checkpoint", limit=1 << 34)
+    except tokenizers.TokenizerError as e:
+        raise MakemoreError(str(e)) from None
     meta = read_header(data, str(path)).get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise MakemoreError(f"{path}: damaged checkpoint (__metadata__ is not an object)")
     if meta.get("format") != FORMAT:
         raise MakemoreError(f"{path}: not a makemore checkpoint (no '{FORMAT}' format entry)")
     if meta.get("format_version") != str(FORMAT_VERSION):
@@ -93,21 +128,31 @@ def load(path: str | Path, device: str = "cpu") -> Checkpoint:
         raise MakemoreError(f"{path}: damaged checkpoint ({e})") from None
     try:
         model_type = meta["model_type"]
-        tok = tokenizers.from_dict(json.loads(meta["tokenizer"]))
+        _expect(isinstance(model_type, str), "model_type is not a string")
+        entries = {k: parse_json(meta[k], str(path), k) if isinstance(meta[k], str) else None
+                   for k in ("tokenizer", "model_config", "training")}
+        _expect(isinstance(entries["model_config"], dict), "model_config is not an object")
+        tok = tokenizers.from_dict(entries["tokenizer"])
         _, config_cls = models.lookup(model_type)
-        config = config_cls(**json.loads(meta["model_config"]))
-        training = json.loads(meta["training"])
+        config = config_cls(**entries["model_config"])
+        if tok.vocab_size != config.vocab_size:
+            raise ValueError(f"its tokenizer has {tok.vocab_size} tokens but its model {config.vocab_size}")
+        training = check_training(entries["training"])
+        n = memory.count_params(lambda: models.build(model_type, config))
+        memory.require(4 * n, f"its {model_type} of {n:,} parameters", "is the checkpoint damaged?")
         model = models.build(model_type, config)
         model.load_state_dict(tensors)
-    except (KeyError, TypeError, json.JSONDecodeError, RuntimeError, tokenizers.TokenizerError) as e:
+    except MakemoreError as e:
+        raise MakemoreError(f"{path}: damaged checkpoint metadata ({e})") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, RecursionError, tokenizers.TokenizerError) as e:
         raise MakemoreError(f"{path}: damaged checkpoint metadata ({type(e).__name__}: {e})") from None
     model.to(device).eval()
     return Checkpoint(model_type=model_type, model=model, tokenizer=tok, training=training, path=path)
 
 
 def latest(root: str | Path = DEFAULT_DIR) -> Path:
-    """The most recently written checkpoint under `root`."""
-    found = sorted(Path(root).glob(f"*/{FILENAME}"), key=lambda p: p.stat().st_mtime)
+    """The most recently written checkpoint anywhere under `root` (runs of `compare` lie one level deeper)."""
+    found = sorted(Path(root).rglob(FILENAME), key=lambda p: p.stat().st_mtime)
     if not found:
         raise MakemoreError(f"no checkpoint in {root}/; train one first (makemore train) or name one with --checkpoint")
     return found[-1]

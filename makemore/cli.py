@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from makemore import checkpoint, models, runs
 from makemore import compare as comparison
@@ -18,13 +19,16 @@ from makemore.sample import check_options, generate
 from makemore.train import Eval, Step, TrainConfig, resolve_device
 from tokenizer import cli as tokenizer_cli
 from tokenizer.cliutil import clean_errors, print_json, stderr
+from tokenizer.files import check_folder, check_output
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Learn to generate more of whatever a text file holds, one item per line.")
+                  help="Learn to generate more of whatever a text file holds: items, one per line, or running text.")
 app.add_typer(tokenizer_cli.app, name="tokenizer", help="Train and apply byte-level BPE tokenizers (also the `tokenizer` command).")
-out = Console(highlight=False)
+out = Console(highlight=False, markup=False)
 
-DataFile = Annotated[Optional[Path], typer.Argument(help="UTF-8 text, one item per line (default: the built-in names).", show_default=False)]
+DataFile = Annotated[Optional[Path], typer.Argument(help="UTF-8 text: one item per line, or running text (default: the built-in names).", show_default=False)]
+ModeOpt = Annotated[str, typer.Option(help="lines (one item per line), text (one running text) or auto (decide from the file).")]
+BlockSizeOpt = Annotated[Optional[int], typer.Option(help=f"Context in tokens (text mode default {runs.TEXT_BLOCK_SIZE}; lines mode: the longest item + 1).")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint file or run folder (default: the latest run in checkpoints/).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for the split, the model's init and the batch order.")]
@@ -81,6 +85,14 @@ def run_dir(data: Path | None, model_type: str) -> str:
     return f"{stem}-{model_type}"
 
 
+def check_run_folder(folder: Path, inputs: list) -> Path:
+    """The checkpoint path in run folder `folder`, checked writable before any data is read."""
+    if folder.exists() and not folder.is_dir():
+        raise MakemoreError(f"--out {folder}: is a file, not a run folder")
+    check_folder(folder, f"--out {folder}")
+    return check_output(folder / checkpoint.FILENAME, "checkpoint", inputs)
+
+
 @app.command()
 @clean_errors(MakemoreError)
 def train(
@@ -95,7 +107,9 @@ def train(
     device: DeviceOpt = "auto",
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: checkpoints/<data>-<type>).")] = None,
     settings: Annotated[list[str], typer.Option("--set", help="Model option key=value, e.g. --set n_layer=6; repeatable.")] = [],
-    tokenizer_path: Annotated[Optional[Path], typer.Option("--tokenizer", help="A BPE tokenizer file (from `tokenizer train`, with <|endoftext|>); default: characters.")] = None,
+    tokenizer_path: Annotated[Optional[Path], typer.Option("--tokenizer", help="A BPE tokenizer file (from `tokenizer train`; lines mode needs <|endoftext|>); default: characters.")] = None,
+    mode: ModeOpt = "auto",
+    block_size: BlockSizeOpt = None,
     json: JsonOpt = False,
 ):
     """Train a model on FILE (default: the built-in names) and save the best checkpoint."""
@@ -104,17 +118,15 @@ def train(
                       eval_interval=eval_interval, seed=seed, device=resolve_device(device))
     options = parse_settings(settings)
     models.make_config(type, 1, 1, **options)  # reject bad options before reading any data
-    tok = runs.load_tokenizer(tokenizer_path) if tokenizer_path else None
-    prep = runs.prepare(data, seed, tok)
-    path = (out_dir or checkpoint.DEFAULT_DIR / run_dir(data, type)) / checkpoint.FILENAME
-    stderr.print(f"{prep.name}: {len(prep.items['train'])} train, {len(prep.items['val'])} val, "
-                 f"{len(prep.items['test'])} test items; vocabulary {prep.tokenizer.vocab_size}, block size {prep.block_size}")
+    path = check_run_folder(out_dir or checkpoint.DEFAULT_DIR / run_dir(data, type), [data])
+    prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
+    stderr.print(prep.describe())
     progress, track = training_progress(stderr)
     with progress:
         fitted = runs.fit(type, prep, cfg, path, options, track(type))
     summary = {
         "checkpoint": str(fitted.checkpoint.path), "type": type, "parameters": models.n_params(fitted.checkpoint.model),
-        "steps": fitted.result.steps, "seconds": round(fitted.result.elapsed, 1),
+        "steps": fitted.result.step, "seconds": round(fitted.result.elapsed, 1),
         "steps_per_second": round(fitted.result.steps_per_second, 1), "best_val_loss": fitted.result.best_val_loss,
         "test_loss": fitted.test_loss,
     }
@@ -155,9 +167,8 @@ def sample(
     if seen is None:
         stderr.print("(training data not found or changed: cannot tell new samples from seen ones)")
     for row in rows:
-        tag = "" if row["new"] is None else ("[green]new[/green]  " if row["new"] else "[dim]seen[/dim] ")
-        out.print(tag, end="")
-        out.print(row["text"], markup=False)
+        tag = Text("") if row["new"] is None else (Text("new  ", "green") if row["new"] else Text("seen ", "dim"))
+        out.print(Text.assemble(tag, row["text"]))
     if seen is not None:
         k = sum(r["new"] for r in rows)
         stderr.print(f"{k} of {len(rows)} are new (not in the training set)")
@@ -176,7 +187,8 @@ def eval_(
     if json:
         print_json(result)
         return
-    out.print(f"{result['data']} ({result['on']}, {result['items']} items, {result['tokens']} tokens)")
+    size = f"{result['items']} items" if "items" in result else f"{result['characters']:,} characters"
+    out.print(f"{result['data']} ({result['on']}, {result['mode']} mode, {size}, {result['tokens']:,} tokens)")
     out.print(f"loss {result['loss']:.4f} nats/token   perplexity {result['perplexity']:.3f}   {result['bits_per_char']:.4f} bits/char")
 
 
@@ -226,18 +238,25 @@ def compare(
     seed: SeedOpt = 1337,
     device: DeviceOpt = "auto",
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: checkpoints/compare-<data>).")] = None,
+    tokenizer_path: Annotated[Optional[Path], typer.Option("--tokenizer", help="A BPE tokenizer file; default: characters.")] = None,
+    mode: ModeOpt = "auto",
+    block_size: BlockSizeOpt = None,
     json: JsonOpt = False,
 ):
     """Train several model types on one split with one budget and seed; print a leaderboard."""
-    chosen = [t.strip() for t in types.split(",") if t.strip()]
+    chosen = list(dict.fromkeys(t.strip() for t in types.split(",") if t.strip()))  # each type once
     if not chosen:
         raise MakemoreError("--types: name at least one model type")
     for t in chosen:
         models.lookup(t)
     cfg = TrainConfig(max_steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
                       eval_interval=eval_interval, seed=seed, device=resolve_device(device))
-    prep = runs.prepare(data, seed)
     folder = out_dir or checkpoint.DEFAULT_DIR / f"compare-{'names' if data is None else Path(data).stem}"
+    for t in chosen:
+        check_run_folder(folder / t, [data])
+    check_output(folder / "leaderboard.md", "leaderboard")
+    prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
+    stderr.print(prep.describe())
     progress, track = training_progress(stderr, quiet_evals=True)
     with progress:
         rows = comparison.compare(prep, chosen, cfg, folder, on_start=track)

@@ -1,58 +1,108 @@
-"""Data: a UTF-8 file of lines, one item per line, split and encoded once into tensors.
+"""Data: a UTF-8 file read once, then served to the trainer through one small interface.
 
-Each item becomes `<boundary> tokens <boundary>`, padded to `block_size + 1` with -1 targets that
-the loss ignores, so a batch is just `x[idx], y[idx]`: no per-example Python work while training.
-Text is normalised to NFC (recorded in the checkpoint); case and everything else is kept as given.
-It does not handle items longer than one model context: the block size is the longest item + 1.
+Two kinds of data set, one interface (`batch` for a random training batch, `eval_batches` for the
+deterministic evaluation batches of a split, `n_chars` for bits per character):
+- `Items` (lines mode): one item per line. Each item becomes `<boundary> tokens <boundary>`, padded
+  to `block_size + 1` with -1 targets that the loss ignores, so a batch is `x[idx], y[idx]` cut to
+  its longest item. The block size is the longest item + 1.
+- `Stream` (text mode): the whole file is one token stream. A training batch is random windows of
+  `block_size + 1` tokens; evaluation covers the split with non-overlapping windows, in order.
+Text is normalised to NFC (recorded in the checkpoint) wherever it enters: data, prompts, eval files.
+Neither kind handles files larger than memory: the file is read and encoded at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import statistics
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import torch
 
 from makemore.errors import MakemoreError
+from tokenizer import TokenizerError
+from tokenizer.files import decode_text, read_input
 
 BUILTIN = "builtin:names"  # the data set used when no file is given
-MIN_ITEMS = 10
+MODES = ("lines", "text", "auto")
+MIN_ITEMS = 10  # lines mode: fewer items leave nothing to validate on
+MAX_ITEM_TOKENS = 2048  # lines mode: a longer line is surely not an item (use text mode)
+TEXT_SPLIT = (0.90, 0.05, 0.05)  # text mode: train, val, test shares of the characters, in that order
 IGNORE = -1  # target id the loss skips (padding after an item's end)
 
 
-def read_items(path: str | Path | None) -> tuple[list[str], str, str]:
-    """The items of a data file (or the built-in names), its display name and its SHA-256."""
+def normalize(text: str) -> str:
+    """The one normalisation applied to all text, at train, sample and eval time alike."""
+    return unicodedata.normalize("NFC", text)
+
+
+@dataclass
+class Source:
+    """A data file's text (NFC), its display name and the SHA-256 of its bytes."""
+
+    text: str
+    name: str
+    sha256: str
+
+
+def read_source(path: str | Path | None) -> Source:
+    """The text of a data file (or the built-in names); binary, UTF-16 and non-UTF-8 files are errors."""
     if path is None or str(path) == BUILTIN:
-        raw = resources.files("makemore").joinpath("data/names.txt").read_bytes()
-        name = BUILTIN
+        raw, name = resources.files("makemore").joinpath("data/names.txt").read_bytes(), BUILTIN
     else:
-        p = Path(path)
-        if not p.exists():
-            raise MakemoreError(f"{p}: no such file")
-        if p.is_dir():
-            raise MakemoreError(f"{p}: is a directory, not a data file")
-        raw = p.read_bytes()
-        name = str(p)
-    if b"\x00" in raw:
-        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
-        raise MakemoreError(f"{name}: binary file (NUL byte on line {line}); expected UTF-8 text, one item per line")
+        name = str(path)
+        try:
+            raw = read_input(path, "data file")
+        except TokenizerError as e:
+            raise MakemoreError(str(e).replace("no such data file", "no such file")) from None
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise MakemoreError(f"{name}: not UTF-8 text (bad byte at line {line}, byte offset {e.start})") from None
-    text = unicodedata.normalize("NFC", text.removeprefix("\ufeff"))
-    items = [line.rstrip("\r") for line in text.split("\n")]
-    items = [s for s in items if s.strip()]
-    if not items:
+        text = decode_text(raw, name, "UTF-8 text")
+    except TokenizerError as e:
+        raise MakemoreError(str(e)) from None
+    if not text.strip():
         raise MakemoreError(f"{name}: empty file (no non-blank lines)")
-    if len(items) < MIN_ITEMS:
-        raise MakemoreError(f"{name}: only {len(items)} items; need at least {MIN_ITEMS} lines to train on")
-    return items, name, hashlib.sha256(raw).hexdigest()
+    return Source(normalize(text), name, hashlib.sha256(raw).hexdigest())
+
+
+def lines_of(text: str) -> tuple[list[str], list[int]]:
+    """The non-blank lines of `text` (line ends and a trailing CR stripped) and their line numbers."""
+    items, numbers = [], []
+    for i, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if line.strip():
+            items.append(line)
+            numbers.append(i)
+    return items, numbers
+
+
+def read_items(path: str | Path | None) -> tuple[list[str], str, str]:
+    """The items (non-blank lines) of a data file, its display name and its SHA-256."""
+    src = read_source(path)
+    return lines_of(src.text)[0], src.name, src.sha256
+
+
+def detect_mode(text: str) -> tuple[str, str]:
+    """`lines` for a list of short items (names, words), `text` for running text; and why, in words."""
+    lines = text.strip("\n").split("\n")
+    items = [s for s in lines if s.strip()]
+    longest = max(map(len, items))
+    words = statistics.mean(len(s.split()) for s in items)
+    blank = 1 - len(items) / len(lines)
+    ends = sum(s.rstrip()[-1:] in ".,;:!?" for s in items) / len(items)
+    if longest > 200:
+        return "text", f"the longest line has {longest:,} characters"
+    if words > 3:
+        return "text", f"lines hold {words:.1f} words on average"
+    if blank > 0.05 and len(lines) >= 20:
+        return "text", f"{blank:.0%} of the lines are blank (paragraphs)"
+    if ends > 0.3:
+        return "text", f"{ends:.0%} of the lines end in punctuation"
+    return "lines", f"{len(items):,} short lines of {words:.1f} words on average: one item per line"
 
 
 def split_items(items: list[str], seed: int) -> dict[str, list[str]]:
@@ -68,9 +118,23 @@ def split_items(items: list[str], seed: int) -> dict[str, list[str]]:
     }
 
 
+def split_text(text: str) -> dict[str, str]:
+    """Train, val and test as contiguous slices of the text, in that order (90/5/5% of the characters),
+    each cut at a line end where one is near, so no training window reaches into val or test."""
+
+    def cut(at: int) -> int:
+        nl = text.rfind("\n", max(0, at - len(text) // 100), at)
+        return nl + 1 if nl >= 0 else at
+
+    a = cut(int(len(text) * TEXT_SPLIT[0]))
+    b = cut(int(len(text) * (TEXT_SPLIT[0] + TEXT_SPLIT[1])))
+    b = max(a, b)
+    return {"train": text[:a], "val": text[a:b], "test": text[b:]}
+
+
 @dataclass
-class Split:
-    """One split, encoded: inputs `x` and targets `y`, both (N, block_size) int64."""
+class Items:
+    """Lines mode, one split, encoded: inputs `x` and targets `y`, both (N, block_size) int64."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -80,11 +144,22 @@ class Split:
     def __len__(self) -> int:
         return self.x.shape[0]
 
+    @property
+    def block_size(self) -> int:
+        return self.x.shape[1]
+
     def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """A random batch, cut to its longest item: trailing padding is never computed on."""
         idx = torch.randint(len(self), (batch_size,), generator=generator)
         T = int(self.lengths[idx].max())
         return self.x[idx, :T], self.y[idx, :T]
+
+    def eval_batches(self, limit: int | None = None, batch_size: int = 500) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first `limit` items (all by default), in order, in batches."""
+        n = len(self) if limit is None else min(limit, len(self))
+        for i in range(0, n, batch_size):
+            j = min(i + batch_size, n)
+            yield self.x[i:j], self.y[i:j]
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -94,7 +169,41 @@ class Split:
         return self._lengths
 
 
-def encode_items(items: list[str], tok, block_size: int | None = None, ids: list[list[int]] | None = None) -> Split:
+@dataclass
+class Stream:
+    """Text mode, one split: a 1-D token stream served as windows of `block_size` inputs."""
+
+    tokens: torch.Tensor  # (N,) int64
+    block_size: int
+    n_chars: int  # characters of the predicted tokens (all but the first): the denominator of bits per character
+    _windows: torch.Tensor | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        """Non-overlapping evaluation windows."""
+        return max(0, -(-(len(self.tokens) - 1) // self.block_size))
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """`batch_size` windows of `block_size + 1` tokens at random offsets (nanoGPT's way)."""
+        if self._windows is None:
+            self._windows = self.tokens.unfold(0, self.block_size + 1, 1)  # a view: (N - T, T + 1)
+        rows = self._windows[torch.randint(self._windows.shape[0], (batch_size,), generator=generator)]
+        return rows[:, :-1], rows[:, 1:]
+
+    def eval_batches(self, limit: int | None = None, batch_size: int = 64) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first `limit` non-overlapping windows (all by default): every token but the first is a
+        target exactly once. The last window may be shorter; it comes in a batch of its own."""
+        T, n = self.block_size, len(self) if limit is None else min(limit, len(self))
+        full = min(n, (len(self.tokens) - 1) // T)
+        for i in range(0, full, batch_size):
+            j = min(i + batch_size, full)
+            rows = self.tokens[i * T : j * T + 1]
+            yield rows[:-1].view(j - i, T), rows[1:].view(j - i, T)
+        if n > full:
+            rest = self.tokens[full * T :]
+            yield rest[None, :-1], rest[None, 1:]
+
+
+def encode_items(items: list[str], tok, block_size: int | None = None, ids: list[list[int]] | None = None) -> Items:
     """Encode every item once as `<eot> tokens <eot>`; pad to `block_size + 1` (default: longest + 1).
 
     `ids`, the items already encoded by `tok`, saves encoding them again."""
@@ -108,5 +217,15 @@ def encode_items(items: list[str], tok, block_size: int | None = None, ids: list
         rows[i, : len(s)] = torch.tensor(s)
     x = rows[:, :-1].clone()
     x[x == IGNORE] = eot  # padding inputs: any valid id will do, their targets are ignored
-    return Split(x=x, y=rows[:, 1:].clone(), n_chars=sum(len(s) + 1 for s in items))
+    return Items(x=x, y=rows[:, 1:].clone(), n_chars=sum(len(s) + 1 for s in items))
 
+
+def encode_text(tok, text: str) -> list[int]:
+    """The ids of running text; special-token strings in it are plain text."""
+    return getattr(tok, "encode_ordinary", tok.encode)(text)
+
+
+def encode_stream(text: str, tok, block_size: int) -> Stream:
+    ids = encode_text(tok, text)
+    first = len(tok.decode(ids[:1])) if ids else 0
+    return Stream(tokens=torch.tensor(ids, dtype=torch.long), block_size=block_size, n_chars=len(text) - first)

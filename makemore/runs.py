@@ -1,8 +1,9 @@
 """Runs: the library calls behind the CLI commands. From a data file to a saved, evaluated model.
 
-`prepare` reads, splits and encodes the data once; `fit` builds a model from the registry, trains
-it with the shared loop, saves the best weights as a checkpoint and measures the test loss.
-`test_split` rebuilds the test split a checkpoint was measured on, from its data record.
+`prepare` reads the data once, decides its mode (lines or text), splits and encodes it; `fit`
+builds a model from the registry, trains it with the shared loop, saves the best weights as a
+checkpoint and measures the test loss. `held_out` rebuilds the test split a checkpoint was
+measured on, from its data record; `evaluate_file` measures a checkpoint on any file.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from pathlib import Path
 
 import torch
 
-from makemore import checkpoint, data, models
+from makemore import checkpoint, data, memory, models
 from makemore.errors import MakemoreError
-from makemore.train import TrainConfig, TrainResult, evaluate, train
+from makemore.train import TrainConfig, TrainState, evaluate, train
 from tokenizer import CharTokenizer, TokenizerError
+from tokenizer.bpe import EOT as BOUNDARY
 from tokenizer import files as tokenizer_files
+
+TEXT_BLOCK_SIZE = 128  # text mode's default context, in tokens
+MAX_BLOCK_SIZE = 1 << 16  # a longer context is surely a typo
 
 
 @dataclass
@@ -29,52 +34,113 @@ class Prepared:
     name: str  # file path, or builtin:names
     sha256: str
     seed: int
-    items: dict[str, list[str]]  # train / val / test
-    splits: dict[str, data.Split]
+    mode: str  # lines or text
+    reason: str  # why this mode, in words
+    splits: dict[str, data.Items | data.Stream]  # train / val / test
+    sizes: dict[str, int]  # items (lines) or characters (text) per split
     tokenizer: object
-
-    @property
-    def block_size(self) -> int:
-        return self.splits["train"].x.shape[1]
+    block_size: int
 
     def record(self) -> dict:
         """What a checkpoint stores about its data, enough to find and re-split it."""
-        counts = {k: len(v) for k, v in self.items.items()}
         where = self.name if self.name == data.BUILTIN else str(Path(self.name).resolve())
-        return {"name": self.name, "path": where, "sha256": self.sha256, "split_seed": self.seed, "items": counts,
-                "normalization": "NFC"}
+        unit = "items" if self.mode == "lines" else "chars"
+        return {"name": self.name, "path": where, "sha256": self.sha256, "split_seed": self.seed, "mode": self.mode,
+                unit: self.sizes, "normalization": "NFC"}
+
+    def describe(self) -> str:
+        s = self.sizes
+        unit = "items" if self.mode == "lines" else "characters"
+        return (f"{self.name}: {self.mode} mode ({self.reason}); {s['train']:,} train, {s['val']:,} val, {s['test']:,} test "
+                f"{unit}; vocabulary {self.tokenizer.vocab_size}, block size {self.block_size}")
 
 
-def prepare(path: str | Path | None, seed: int = 1337, tok=None) -> Prepared:
-    """Read `path` (None: the built-in names), split it by `seed`, encode every split once."""
-    items, name, sha = data.read_items(path)
-    if tok is None:
-        tok = CharTokenizer.from_items(items)
-    parts = data.split_items(items, seed)
+def choose_mode(mode: str, text: str) -> tuple[str, str]:
+    if mode not in data.MODES:
+        raise MakemoreError(f"--mode {mode!r}: choose one of {', '.join(data.MODES)}")
+    if mode == "auto":
+        return data.detect_mode(text)
+    return mode, f"--mode {mode}"
+
+
+def prepare(path: str | Path | None, seed: int = 1337, tokenizer_path: str | Path | None = None, mode: str = "auto",
+            block_size: int | None = None) -> Prepared:
+    """Read `path` (None: the built-in names), pick its mode, split it by `seed`, encode every split
+    once, with the tokenizer at `tokenizer_path` (default: the file's characters)."""
+    if block_size is not None and not 1 <= block_size <= MAX_BLOCK_SIZE:
+        raise MakemoreError(f"--block-size {block_size}: must be from 1 to {MAX_BLOCK_SIZE:,}")
+    tok = load_tokenizer(tokenizer_path) if tokenizer_path else None
+    src = data.read_source(path)
+    mode, reason = choose_mode(mode, src.text)
+    if mode == "lines" and tok is not None and BOUNDARY not in getattr(tok, "special", {}):
+        raise MakemoreError(f"{tokenizer_path}: the tokenizer has no {BOUNDARY} special token, which lines mode needs "
+                            f"as the item boundary; train it with --special '{BOUNDARY}' (or use --mode text)")
     try:
-        ids = {k: [tok.encode(s) for s in v] for k, v in parts.items()}
-        block_size = max(len(item) for v in ids.values() for item in v) + 1  # the longest item + 1
-        splits = {k: data.encode_items(v, tok, block_size, ids[k]) for k, v in parts.items()}
+        if mode == "lines":
+            return _prepare_lines(src, seed, tok, reason, block_size)
+        return _prepare_text(src, seed, tok, reason, block_size or TEXT_BLOCK_SIZE)
     except TokenizerError as e:
-        raise MakemoreError(f"{name}: {e}") from None
-    return Prepared(name=name, sha256=sha, seed=seed, items=parts, splits=splits, tokenizer=tok)
+        raise MakemoreError(f"{src.name}: {e}") from None
+
+
+def _prepare_lines(src: data.Source, seed: int, tok, reason: str, block_size: int | None) -> Prepared:
+    items, numbers = data.lines_of(src.text)
+    if len(items) < data.MIN_ITEMS:
+        raise MakemoreError(f"{src.name}: only {len(items)} items; need at least {data.MIN_ITEMS} lines to train on")
+    tok = tok or CharTokenizer.from_items(items)
+    ids = [tok.encode(s) for s in items]
+    longest = max(range(len(ids)), key=lambda i: len(ids[i]))
+    limit = block_size - 1 if block_size else data.MAX_ITEM_TOKENS
+    if len(ids[longest]) > limit:
+        because = f"longer than --block-size {block_size} allows" if block_size else "too long to be one item"
+        raise MakemoreError(f"{src.name}: line {numbers[longest]} is {len(ids[longest]):,} tokens, {because} "
+                            f"(at most {limit}); use --mode text for running text")
+    block_size = block_size or len(ids[longest]) + 1  # the longest item + 1
+    memory.require(3 * 8 * len(items) * (block_size + 1), f"{src.name} in lines mode",
+                   "is it really one item per line? (--mode text)")
+    encoded = dict(zip(items, ids))
+    parts = data.split_items(items, seed)
+    splits = {k: data.encode_items(v, tok, block_size, [encoded[s] for s in v]) for k, v in parts.items()}
+    return Prepared(src.name, src.sha256, seed, "lines", reason, splits, {k: len(v) for k, v in parts.items()}, tok, block_size)
+
+
+def _prepare_text(src: data.Source, seed: int, tok, reason: str, block_size: int) -> Prepared:
+    tok = tok or CharTokenizer.from_items([src.text])
+    parts = data.split_text(src.text)
+    splits = {k: data.encode_stream(v, tok, block_size) for k, v in parts.items()}
+    n_train = len(splits["train"].tokens)
+    if n_train <= block_size + 1:
+        raise MakemoreError(f"{src.name}: {n_train} tokens of training text, not more than the block size ({block_size}); "
+                            f"use a smaller --block-size or a longer file")
+    if min(len(splits["val"].tokens), len(splits["test"].tokens)) < 2:
+        raise MakemoreError(f"{src.name}: too short for text mode (val and test are 5% each); use a longer file")
+    return Prepared(src.name, src.sha256, seed, "text", reason, splits, {k: len(v) for k, v in parts.items()}, tok, block_size)
 
 
 def load_tokenizer(path: str | Path):
-    """A tokenizer file for makemore: it must have a boundary (<|endoftext|>) token."""
+    """A tokenizer file for makemore (lines mode also needs its <|endoftext|> token: checked in prepare)."""
     try:
-        tok = tokenizer_files.load(path)
-        tok.eot_id  # noqa: B018 -- raises, naming the missing token
+        return tokenizer_files.load(path)
     except TokenizerError as e:
         raise MakemoreError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
-    return tok
 
 
 @dataclass
 class Fitted:
     checkpoint: checkpoint.Checkpoint
-    result: TrainResult
+    result: TrainState
     test_loss: float
+
+
+def model_config(model_type: str, prep: Prepared, options: dict | None, batch_size: int):
+    """The config of a new model for `prep`, its memory need checked before anything is allocated."""
+    config = models.make_config(model_type, prep.tokenizer.vocab_size, prep.block_size, prep.mode, **(options or {}))
+    n = memory.count_params(lambda: models.build(model_type, config))
+    width = max((v for k, v in vars(config).items() if k.startswith("n_") and isinstance(v, int)), default=64)
+    need = memory.training_bytes(n, batch_size, prep.block_size, prep.tokenizer.vocab_size, width)
+    memory.require(need, f"training this {model_type} ({n:,} parameters, batch {batch_size} x {prep.block_size} tokens)",
+                   "use a smaller model (--set) or --batch-size")
+    return config
 
 
 def fit(
@@ -86,7 +152,7 @@ def fit(
     on_event: Callable | None = None,
 ) -> Fitted:
     """Train a new `model_type` on `prep`, saving the best checkpoint to `out` as training goes."""
-    config = models.make_config(model_type, prep.tokenizer.vocab_size, prep.block_size, **(model_options or {}))
+    config = model_config(model_type, prep, model_options, cfg.batch_size)
     if cfg.lr is None:
         cfg = dataclasses.replace(cfg, lr=models.lookup(model_type)[0].default_lr)
     torch.manual_seed(cfg.seed)
@@ -106,9 +172,9 @@ def fit(
         ckpt.training = state(step, val_loss, step)
         checkpoint.save(ckpt, out)
 
-    result = train(model, prep.splits["train"], prep.splits["val"], cfg, on_event, on_improved)
+    result = train(model, prep.splits["train"], prep.splits["val"], cfg, on_event=on_event, on_improved=on_improved)
     test_loss, _ = evaluate(model, prep.splits["test"])
-    ckpt.training = state(result.steps, result.best_val_loss, result.best_step) | {
+    ckpt.training = state(result.step, result.best_val_loss, result.best_step) | {
         "test_loss": test_loss,
         "seconds": round(result.elapsed, 2),
         "steps_per_second": round(result.steps_per_second, 2),
@@ -117,29 +183,43 @@ def fit(
     return Fitted(checkpoint=ckpt, result=result, test_loss=test_loss)
 
 
-def test_split(ckpt: checkpoint.Checkpoint) -> tuple[data.Split, str]:
-    """The test split `ckpt` was measured on, rebuilt from its data file, and the file's name."""
+def data_source(ckpt: checkpoint.Checkpoint) -> tuple[data.Source, dict]:
+    """The unchanged data file a checkpoint was trained on, and its record; an error if gone or changed."""
     record = ckpt.training.get("data")
     if not record:
         raise MakemoreError(f"{ckpt.path}: the checkpoint has no record of its data; pass a FILE to evaluate on")
-    items, name, sha = data.read_items(record.get("path", record["name"]))
-    if sha != record.get("sha256"):
-        raise MakemoreError(f"{name}: the file has changed since the model was trained on it; pass a FILE to evaluate on")
-    test = data.split_items(items, record["split_seed"])["test"]
-    return encode_for(ckpt, test, name), name
+    src = data.read_source(record.get("path", record["name"]))
+    if src.sha256 != record["sha256"]:
+        raise MakemoreError(f"{src.name}: the file has changed since the model was trained on it; pass a FILE to evaluate on")
+    return src, record
 
 
-def encode_for(ckpt: checkpoint.Checkpoint, items: list[str], name: str) -> data.Split:
-    """`items` encoded for `ckpt`'s model; an item the model cannot read is an error naming it."""
+def ckpt_mode(ckpt: checkpoint.Checkpoint) -> str:
+    return (ckpt.training.get("data") or {}).get("mode", "lines")
+
+
+def held_out(ckpt: checkpoint.Checkpoint) -> tuple[data.Items | data.Stream, str]:
+    """The test split `ckpt` was measured on, rebuilt from its data file, and the file's name."""
+    src, record = data_source(ckpt)
+    if ckpt_mode(ckpt) == "text":
+        return encode_for(ckpt, data.split_text(src.text)["test"], src.name), src.name
+    items = data.lines_of(src.text)[0]
+    return encode_for(ckpt, data.split_items(items, record["split_seed"])["test"], src.name), src.name
+
+
+def encode_for(ckpt: checkpoint.Checkpoint, content: list[str] | str, name: str) -> data.Items | data.Stream:
+    """Items (lines mode) or text (text mode) encoded for `ckpt`'s model; what it cannot read is an error naming it."""
     block_size = ckpt.model.config.block_size
     try:
-        ids = [ckpt.tokenizer.encode(s) for s in items]
-        too_long = [s for s, item in zip(items, ids) if len(item) + 1 > block_size]
+        if isinstance(content, str):
+            return data.encode_stream(content, ckpt.tokenizer, block_size)
+        ids = [ckpt.tokenizer.encode(s) for s in content]
+        too_long = [s for s, item in zip(content, ids) if len(item) + 1 > block_size]
         if too_long:
             raise MakemoreError(
                 f"{name}: item {too_long[0]!r} is longer than the model's context ({block_size - 1} tokens)"
             )
-        return data.encode_items(items, ckpt.tokenizer, block_size, ids)
+        return data.encode_items(content, ckpt.tokenizer, block_size, ids)
     except TokenizerError as e:
         raise MakemoreError(f"{name}: {e}") from None
 
@@ -148,8 +228,8 @@ def metrics(loss: float, n_tokens: int, n_chars: int) -> dict:
     """Loss in nats per token, perplexity, and bits per character (the end of an item counts as one)."""
     return {
         "loss": loss,
-        "perplexity": math.exp(loss),
-        "bits_per_char": loss * n_tokens / (math.log(2) * n_chars),
+        "perplexity": math.exp(min(loss, 700.0)),
+        "bits_per_char": loss * n_tokens / (math.log(2) * max(n_chars, 1)),
         "tokens": n_tokens,
     }
 
@@ -157,25 +237,23 @@ def metrics(loss: float, n_tokens: int, n_chars: int) -> dict:
 def evaluate_file(ckpt: checkpoint.Checkpoint, path: str | None) -> dict:
     """Metrics of `ckpt` on FILE (all of it), or on its own test split when `path` is None."""
     if path is None:
-        split, name = test_split(ckpt)
+        split, name = held_out(ckpt)
         which = "test split"
     else:
-        items, name, _ = data.read_items(path)
-        split = encode_for(ckpt, items, name)
-        which = "file"
+        src = data.read_source(path)
+        name, which = src.name, "file"
+        split = encode_for(ckpt, src.text if ckpt_mode(ckpt) == "text" else data.lines_of(src.text)[0], name)
+        if isinstance(split, data.Stream) and len(split.tokens) < 2:
+            raise MakemoreError(f"{name}: a single token: nothing to predict")
     loss, n_tokens = evaluate(ckpt.model, split)
-    return {"data": name, "on": which, "items": len(split)} | metrics(loss, n_tokens, split.n_chars)
+    size = {"items": len(split)} if isinstance(split, data.Items) else {"characters": split.n_chars}
+    return {"data": name, "on": which, "mode": ckpt_mode(ckpt), **size} | metrics(loss, n_tokens, split.n_chars)
 
 
 def training_items(ckpt: checkpoint.Checkpoint) -> set[str] | None:
-    """The items `ckpt` was trained on, if its data file is still there unchanged; else None."""
-    record = ckpt.training.get("data")
-    if not record:
-        return None
+    """The items `ckpt` was trained on (lines mode), if its data file is still there unchanged; else None."""
     try:
-        items, _, sha = data.read_items(record.get("path", record["name"]))
+        src, record = data_source(ckpt)
     except MakemoreError:
         return None
-    if sha != record.get("sha256"):
-        return None
-    return set(data.split_items(items, record["split_seed"])["train"])
+    return set(data.split_items(data.lines_of(src.text)[0], record["split_seed"])["train"])

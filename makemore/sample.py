@@ -6,6 +6,8 @@ boundary token or when it reaches the model's block size. `temperature` 0 means 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -13,10 +15,13 @@ from makemore.errors import MakemoreError
 from tokenizer import TokenizerError
 
 
+MAX_SAMPLES = 100_000  # per call: more is surely a typo
+
+
 def check_options(n: int, temperature: float, top_k: int | None) -> None:
-    if n < 1:
-        raise MakemoreError(f"-n {n}: must be at least 1")
-    if temperature < 0:
+    if not 1 <= n <= MAX_SAMPLES:
+        raise MakemoreError(f"-n {n}: must be from 1 to {MAX_SAMPLES:,}")
+    if not (temperature >= 0 and math.isfinite(temperature)):
         raise MakemoreError(f"--temperature {temperature}: must be 0 (greedy) or more")
     if top_k is not None and top_k < 1:
         raise MakemoreError(f"--top-k {top_k}: must be at least 1")

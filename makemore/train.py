@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from makemore.data import IGNORE, Split
+from makemore.data import IGNORE, Items, Stream
 from makemore.errors import MakemoreError
 
 
@@ -35,7 +35,7 @@ class TrainConfig:
     weight_decay: float = 0.1  # AdamW, matrices only
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
     eval_interval: int = 500  # steps between evaluations of train and val loss
-    eval_items: int = 1000  # items of each split used by those evaluations
+    eval_items: int = 1000  # items (lines mode) or windows (text mode) of each split used by those evaluations
     seed: int = 1337  # batch order (the split and the model's init are seeded by the caller)
     device: str = "cpu"  # resolved device, see `resolve_device`
 
@@ -43,8 +43,10 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "eval_interval", "eval_items"):
             if getattr(self, name) <= 0:
                 raise MakemoreError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
-        if self.lr is not None and not self.lr > 0:
-            raise MakemoreError(f"--lr {self.lr}: must be positive")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise MakemoreError(f"--lr {self.lr}: must be a positive number")
+        if not 0 <= self.seed < 2**63:
+            raise MakemoreError(f"--seed {self.seed}: must be from 0 to 2**63 - 1")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise MakemoreError(f"--max-seconds {self.max_seconds}: must be positive")
 
@@ -69,16 +71,20 @@ class Eval:
 
 
 @dataclass
-class TrainResult:
-    steps: int
-    best_val_loss: float
-    best_step: int
-    elapsed: float
+class TrainState:
+    """Everything the loop needs to continue: passed in (or made fresh) and returned by `train`."""
+
+    step: int = 0  # optimisation steps done
+    best_val_loss: float = math.inf
+    best_step: int = 0
+    elapsed: float = 0.0  # seconds of training so far
+    optimizer: torch.optim.Optimizer | None = None  # made by `train` when None
+    generator: torch.Generator | None = None  # the batch order; seeded by `train` when None
     history: list[Eval] = field(default_factory=list)
 
     @property
     def steps_per_second(self) -> float:
-        return self.steps / self.elapsed if self.elapsed else 0.0
+        return self.step / self.elapsed if self.elapsed else 0.0
 
 
 def resolve_device(name: str) -> str:
@@ -103,15 +109,14 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, max_items: int | None = None, batch_size: int = 500) -> tuple[float, int]:
-    """Mean loss per token (nats) over the first `max_items` items of `split`, and the token count."""
+def evaluate(model: nn.Module, split: Items | Stream, max_items: int | None = None) -> tuple[float, int]:
+    """Mean loss per token (nats) over the first `max_items` items (or windows) of `split`, and the token count."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    n = len(split) if max_items is None else min(max_items, len(split))
     total, count = 0.0, 0
-    for i in range(0, n, batch_size):
-        x, y = split.x[i : min(i + batch_size, n)].to(device), split.y[i : min(i + batch_size, n)].to(device)
+    for x, y in split.eval_batches(max_items):
+        x, y = x.to(device), y.to(device)
         total += loss_fn(model(x), y, reduction="sum").item()
         count += int((y != IGNORE).sum())
     model.train(was_training)
@@ -138,63 +143,64 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
 
 def train(
     model: nn.Module,
-    train_split: Split,
-    val_split: Split,
+    train_data: Items | Stream,
+    val_data: Items | Stream,
     cfg: TrainConfig,
+    state: TrainState | None = None,
     on_event: Callable[[Step | Eval], None] | None = None,
     on_improved: Callable[[int, float], None] | None = None,
-) -> TrainResult:
-    """Train `model` in place; `on_improved(step, val_loss)` is called whenever the best val loss improves.
+) -> TrainState:
+    """Train `model` in place from `state` (default: a fresh start) until `cfg`'s budget; return the state.
 
-    When it returns, `model` holds the weights of the best evaluation.
+    `on_improved(step, val_loss)` is called whenever the best val loss improves. When it returns,
+    `model` holds the weights of the best evaluation.
     """
     emit = on_event or (lambda event: None)
     if cfg.lr is None:
         cfg = dataclasses.replace(cfg, lr=type(model).default_lr)
     model.to(cfg.device).train()
-    opt = make_optimizer(model, cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    result = TrainResult(steps=0, best_val_loss=math.inf, best_step=0, elapsed=0.0)
-    best_state = None
-    start = time.perf_counter()
-    step = 0
+    state = state or TrainState()
+    state.optimizer = state.optimizer or make_optimizer(model, cfg)
+    state.generator = state.generator or torch.Generator().manual_seed(cfg.seed)
+    opt, gen = state.optimizer, state.generator
+    best_weights = None
+    start = time.perf_counter() - state.elapsed
 
     def progress_at(step: int, elapsed: float) -> float:
         return max(step / cfg.max_steps, elapsed / cfg.max_seconds if cfg.max_seconds else 0.0)
 
     while True:
-        progress = progress_at(step, time.perf_counter() - start)
+        progress = progress_at(state.step, time.perf_counter() - start)
         done = progress >= 1.0
-        if done or (step > 0 and step % cfg.eval_interval == 0):
-            train_loss, _ = evaluate(model, train_split, cfg.eval_items)
-            val_loss, _ = evaluate(model, val_split, cfg.eval_items)
-            improved = val_loss < result.best_val_loss
+        if done or (state.step > 0 and state.step % cfg.eval_interval == 0):
+            train_loss, _ = evaluate(model, train_data, cfg.eval_items)
+            val_loss, _ = evaluate(model, val_data, cfg.eval_items)
+            improved = val_loss < state.best_val_loss
             if improved:
-                result.best_val_loss, result.best_step = val_loss, step
-                best_state = copy.deepcopy(model.state_dict())
-            event = Eval(step, train_loss, val_loss, result.best_val_loss, improved, time.perf_counter() - start)
-            result.history.append(event)
+                state.best_val_loss, state.best_step = val_loss, state.step
+                best_weights = copy.deepcopy(model.state_dict())
+            event = Eval(state.step, train_loss, val_loss, state.best_val_loss, improved, time.perf_counter() - start)
+            state.history.append(event)
             emit(event)
             if improved and on_improved:
-                on_improved(step, val_loss)
+                on_improved(state.step, val_loss)
         if done:
             break
-        lr = learning_rate(cfg, step, progress)
+        lr = learning_rate(cfg, state.step, progress)
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = train_split.batch(cfg.batch_size, gen)
+        x, y = train_data.batch(cfg.batch_size, gen)
         loss = loss_fn(model(x.to(cfg.device)), y.to(cfg.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
         opt.step()
-        step += 1
+        state.step += 1
         elapsed = time.perf_counter() - start
-        emit(Step(step, loss.item(), lr, elapsed, min(progress_at(step, elapsed), 1.0)))
-    result.steps = step
-    result.elapsed = time.perf_counter() - start
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        emit(Step(state.step, loss.item(), lr, elapsed, min(progress_at(state.step, elapsed), 1.0)))
+    state.elapsed = time.perf_counter() - start
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
     model.eval()
-    return result
+    return state

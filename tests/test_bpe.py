@@ -143,7 +143,7 @@ def test_save_and_load_round_trip(tok, tmp_path):
         (None, "no such tokenizer file"),
         ('{"format": "makemore-bpe", "version": 1, "merg', "not valid JSON"),
         ("[1, 2]", "not an object"),
-        ('{"type": "bpe", "format": "makemore-bpe", "version": 7, "pattern": "gpt4", "merges": []}', "format version 7; this tokenizer reads version 1"),
+        ('{"type": "bpe", "format": "makemore-bpe", "version": 7, "pattern": "gpt4", "merges": []}', "format version 7; this tokenizer reads versions 1 and 2"),
         ('{"type": "bpe", "format": "makemore-bpe", "version": 1, "pattern": "gpt4", "merges": [[300, 1]]}', "merge 0 is [300, 1]"),
         ('{"type": "gpt", "format": "makemore-bpe"}', "unknown tokenizer type 'gpt'"),
     ],

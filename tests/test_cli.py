@@ -108,11 +108,11 @@ def test_missing_file_and_directory(in_tmp):
         (["--type", "gpt"], "unknown model type 'gpt'; choose one of: bigram"),
         (["--max-steps", "0"], "--max-steps 0: must be at least 1"),
         (["--batch-size", "-4"], "--batch-size -4: must be at least 1"),
-        (["--lr", "0"], "--lr 0.0: must be positive"),
-        (["--lr", "-1"], "--lr -1.0: must be positive"),
+        (["--lr", "0"], "--lr 0.0: must be a positive number"),
+        (["--lr", "-1"], "--lr -1.0: must be a positive number"),
         (["--set", "n_layer"], "expected key=value"),
         (["--set", "depth=3"], "has no option 'depth'"),
-        (["--set", "n_layer=two"], "n_layer='two': expected a int"),
+        (["--set", "n_layer=two"], "n_layer='two': expected an integer"),
         (["--set", "n_head=3"], "must divide by n_head=3"),
         (["--device", "tpu"], "--device 'tpu'"),
     ],
@@ -127,7 +127,7 @@ def test_impossible_train_options(in_tmp, toy_file, args, fragment):
     [
         (["--temperature", "-0.5"], "--temperature -0.5: must be 0 (greedy) or more"),
         (["--top-k", "0"], "--top-k 0: must be at least 1"),
-        (["-n", "0"], "-n 0: must be at least 1"),
+        (["-n", "0"], "-n 0: must be from 1 to 100,000"),
         (["--prompt", "kaz"], "--prompt 'kaz': character 'z' is not in the tokenizer's vocabulary"),
     ],
 )

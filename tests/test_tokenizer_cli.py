@@ -98,7 +98,7 @@ def test_missing_corpus(tmp_path):
     [
         (None, "no such tokenizer file"),
         ('{"type": "bpe", "format": "makemore-bpe", "ver', "not valid JSON"),
-        ('{"type": "bpe", "format": "makemore-bpe", "version": 2, "pattern": "gpt4", "merges": []}', "format version 2"),
+        ('{"type": "bpe", "format": "makemore-bpe", "version": 3, "pattern": "gpt4", "merges": []}', "format version 3"),
     ],
 )
 def test_bad_tokenizer_files(tmp_path, content, fragment):

@@ -6,8 +6,10 @@ into chunks with the pre-split pattern, and merges inside each chunk, lowest ran
 cache of chunk -> ids. Lone surrogates, which UTF-8 cannot hold, are replaced by U+FFFD first,
 as tiktoken does; every other str round-trips exactly: decode(encode(s)) == s.
 
-The file format is one JSON object: {"format": "makemore-bpe", "version": 1, "pattern": name,
-"regex": the pattern itself, "merges": [[left, right], ...] in rank order, "special": {token: id}}.
+The file format is one JSON object: {"format": "makemore-bpe", "version": 2, "pattern": name,
+"regex": the pattern itself, "merges": [[left, right], ...] in rank order, "special": {token: id},
+"byte_ids": the id of each byte 0..255, or null for byte order}. Version 1 (no byte_ids) is read too.
+`byte_ids` lets imported vocabularies (GPT-2's, cl100k's) give single bytes their own permuted ids.
 The vocabulary (id -> bytes) is rebuilt from the merges on load, never stored.
 """
 
@@ -22,10 +24,11 @@ import regex
 
 from tokenizer.errors import TokenizerError
 from tokenizer.files import write_atomic
-from tokenizer.patterns import PATTERNS, compile_split
+from tokenizer.patterns import PATTERNS, check_covers, compile_split
 
 FORMAT = "makemore-bpe"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # format versions this code reads
 EOT = "<|endoftext|>"
 CACHE_SIZE = 1 << 20  # chunks whose ids are remembered
 NO_MERGE = 1 << 62  # larger than any id: "this pair is not a merge"
@@ -53,9 +56,11 @@ def merge(ids: list[int], pair: tuple[int, int], idx: int) -> list[int]:
     return out
 
 
-def build_vocab(merges: list[tuple[int, int]]) -> list[bytes]:
-    """id -> bytes, from the 256 bytes and the merges in rank order."""
-    vocab = [bytes([i]) for i in range(256)]
+def build_vocab(merges: list[tuple[int, int]], byte_ids: list[int] | None = None) -> list[bytes]:
+    """id -> bytes, from the 256 bytes (at their ids) and the merges in rank order."""
+    vocab = [b""] * 256
+    for b, i in enumerate(byte_ids or range(256)):
+        vocab[i] = bytes([b])
     for a, b in merges:
         vocab.append(vocab[a] + vocab[b])
     return vocab
@@ -74,13 +79,14 @@ class BPETokenizer:
     kind = "bpe"
 
     def __init__(self, merges: Iterable[tuple[int, int]], pattern: str = "gpt4", special: dict[str, int] | None = None,
-                 regex_str: str | None = None):
+                 regex_str: str | None = None, byte_ids: list[int] | None = None):
         self.merges = [tuple(m) for m in merges]
         self.pattern = pattern
         self.regex = PATTERNS[pattern] if pattern in PATTERNS else regex_str
         self.special = dict(special or {})
+        self.byte_ids = None if byte_ids is None or list(byte_ids) == list(range(256)) else list(byte_ids)
         self._check()
-        self.vocab = build_vocab(self.merges)
+        self.vocab = build_vocab(self.merges, self.byte_ids)
         self.ranks = {pair: 256 + i for i, pair in enumerate(self.merges)}  # pair -> the id it makes
         self._split = compile_split(self.regex)
         self._special_re = (
@@ -92,19 +98,28 @@ class BPETokenizer:
 
     def _check(self) -> None:
         for i, pair in enumerate(self.merges):
-            if len(pair) != 2 or not all(isinstance(x, int) and 0 <= x < 256 + i for x in pair):
+            if len(pair) != 2 or not all(type(x) is int and 0 <= x < 256 + i for x in pair):
                 raise TokenizerError(f"merge {i} is {list(pair)}: each merge must join two ids made before it")
+        if self.byte_ids is not None and sorted(x if type(x) is int else -1 for x in self.byte_ids) != list(range(256)):
+            raise TokenizerError("byte_ids must give each of the 256 bytes a different id from 0 to 255")
         n = 256 + len(self.merges)
-        if sorted(self.special.values()) != list(range(n, n + len(self.special))):
-            raise TokenizerError(f"special token ids must follow the merges: {n}..{n + len(self.special) - 1}")
+        for token, i in self.special.items():
+            if not isinstance(token, str) or not token:
+                raise TokenizerError(f"special token {token!r}: must be a non-empty string")
+            if type(i) is not int or i < n:
+                raise TokenizerError(f"special token {token!r} has id {i!r}; special ids are integers after the merges ({n} or more)")
+        if len(set(self.special.values())) != len(self.special):
+            raise TokenizerError("two special tokens share one id")
         if self.regex is None and self.pattern != "none":
             raise TokenizerError(f"unknown pattern {self.pattern!r}")
+        if self.regex is not None:
+            check_covers(self.regex, self.pattern)
 
     # the shared tokenizer interface
 
     @property
     def vocab_size(self) -> int:
-        return 256 + len(self.merges) + len(self.special)
+        return max([256 + len(self.merges) - 1, *self.special.values()]) + 1
 
     @property
     def eot_id(self) -> int:
@@ -158,7 +173,7 @@ class BPETokenizer:
 
     def _encode_chunk(self, data: bytes) -> list[int]:
         """Merge the lowest-ranked pair present until none is left (a pair's rank is the id it makes)."""
-        ids = list(data)
+        ids = list(data) if self.byte_ids is None else [self.byte_ids[b] for b in data]
         get = self.ranks.get
         while len(ids) >= 2:
             made = [get(pair, NO_MERGE) for pair in zip(ids, ids[1:])]  # the id each adjacent pair would make
@@ -176,7 +191,7 @@ class BPETokenizer:
         parts = []
         n = 256 + len(self.merges)
         for i in ids:
-            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.vocab_size:
+            if isinstance(i, bool) or not isinstance(i, int) or not (0 <= i < n or i in self._inverse_special):
                 raise TokenizerError(f"token id {i!r} is outside the vocabulary (0..{self.vocab_size - 1})")
             parts.append(self.vocab[i] if i < n else self._inverse_special[i])
         return b"".join(parts)
@@ -199,16 +214,20 @@ class BPETokenizer:
         return {
             "type": self.kind, "format": FORMAT, "version": VERSION, "pattern": self.pattern,
             "regex": self.regex, "merges": [list(m) for m in self.merges], "special": self.special,
+            "byte_ids": self.byte_ids,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> BPETokenizer:
         if d.get("format") != FORMAT:
             raise TokenizerError(f"not a {FORMAT} tokenizer (format {d.get('format')!r})")
-        if d.get("version") != VERSION:
-            raise TokenizerError(f"tokenizer format version {d.get('version')!r}; this tokenizer reads version {VERSION}")
+        if d.get("version") not in READS:
+            raise TokenizerError(f"tokenizer format version {d.get('version')!r}; this tokenizer reads versions "
+                                 f"{' and '.join(map(str, READS))}")
         try:
-            return cls(d["merges"], d["pattern"], d.get("special") or {}, d.get("regex"))
+            if not isinstance(d["merges"], list) or not isinstance(d.get("special") or {}, dict):
+                raise TypeError("merges must be a list and special an object")
+            return cls(d["merges"], d["pattern"], d.get("special") or {}, d.get("regex"), d.get("byte_ids"))
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, TokenizerError):
                 raise

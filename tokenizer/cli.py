@@ -18,12 +18,12 @@ import tokenizer as tk
 from tokenizer.cliutil import clean_errors, print_json, stderr
 from tokenizer.errors import TokenizerError
 from tokenizer.export import FORMATS, WHOLE_TEXT, export as export_tokenizer
-from tokenizer.files import read_blocks
+from tokenizer.files import check_output, check_readable, decode_text, read_blocks, read_input, read_stdin
 from tokenizer.patterns import PATTERNS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train and apply byte-level BPE tokenizers.")
-out = Console(highlight=False)
+out = Console(highlight=False, markup=False)
 
 TokOpt = Annotated[Path, typer.Option("--tokenizer", "-t", help="Tokenizer file (from `tokenizer train`).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -40,8 +40,8 @@ def read_text(text: str | None, file: Path | None) -> str:
     if text is not None and file is not None:
         raise TokenizerError("give TEXT or --file, not both")
     if file is not None:
-        return "".join(read_blocks(file))
-    return text if text is not None else sys.stdin.read()
+        return decode_text(read_input(file), str(file))
+    return text if text is not None else read_stdin()
 
 
 @app.command()
@@ -56,6 +56,8 @@ def train(
     json: JsonOpt = False,
 ):
     """Learn a byte-level BPE tokenizer from CORPUS."""
+    check_readable(corpus, "corpus")
+    check_output(output, "tokenizer file", inputs=[corpus])
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=True)
     with progress:
@@ -156,6 +158,8 @@ def stats(
     json: JsonOpt = False,
 ):
     """Tokens, bytes per token, share of the vocabulary used and the longest tokens, on CORPUS."""
+    if top < 0:
+        raise TokenizerError(f"--top {top}: must be 0 or more")
     tok = load_bpe(tokenizer)
     counts: Counter = Counter()
     n_bytes = 0
@@ -189,6 +193,7 @@ def export(
 ):
     """Write the tokenizer as a tiktoken rank file or a Hugging Face tokenizer.json."""
     tok = load_bpe(tokenizer)
+    check_output(output, "export", inputs=[tokenizer])
     path = export_tokenizer(tok, format, output)
     out.print(f"wrote {path} ({format})")
     if format == "tiktoken":

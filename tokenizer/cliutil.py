@@ -1,27 +1,38 @@
 """Small pieces both command-line tools share: error handling and the stderr console.
 
 Bad input raises a project error in the library; `clean_errors` turns it into one red line on
-stderr and exit code 2, never a traceback.
+stderr and exit code 2, never a traceback. An operating-system error (a file that cannot be
+read or written) and running out of memory are reported the same way, as a last line of defence
+behind the checks made before any work starts. Typer's own usage errors (a bad integer, a
+missing file argument) become one line too. Nothing the user typed is read as rich markup: both
+consoles have markup off, and styles are given as `Text` objects.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer import rich_utils
 
 from tokenizer.errors import TokenizerError
 
-stderr = Console(stderr=True, highlight=False)
+stderr = Console(stderr=True, highlight=False, markup=False)
 
 
 def fail(message: str) -> typer.Exit:
-    stderr.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    stderr.print(Text.assemble(("error: ", "bold red"), " ".join(str(message).split("\n"))), soft_wrap=True)
     return typer.Exit(2)
+
+
+def os_error_message(e: OSError) -> str:
+    where = e.filename if e.filename is not None else "file"
+    return f"{where}: {e.strerror or type(e).__name__}"
 
 
 def clean_errors(*errors: type[Exception]):
@@ -35,11 +46,38 @@ def clean_errors(*errors: type[Exception]):
                 return fn(*args, **kwargs)
             except caught as e:
                 raise fail(str(e)) from None
+            except OSError as e:
+                raise fail(os_error_message(e)) from None
+            except MemoryError:
+                raise fail("out of memory; use a smaller model, batch or data file") from None
 
         return wrapper
 
     return decorate
 
 
+def _one_line_usage_error(e) -> None:
+    """Typer's usage errors as one line ("error: Invalid value for '--top': ..."), like ours."""
+    if type(e).__name__ == "NoArgsIsHelpError":
+        return
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    stderr.print(Text.assemble(("error: ", "bold red"), " ".join(e.format_message().split()) + hint), soft_wrap=True)
+
+
+rich_utils.rich_format_error = _one_line_usage_error  # typer looks it up when a usage error happens
+
+
+def finite(obj):
+    """`obj` with NaN and infinities replaced by None: JSON has no words for them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
 def print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(finite(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n")

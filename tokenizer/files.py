@@ -1,25 +1,49 @@
-"""Reading and writing files safely: atomic writes, tokenizer files with clear errors, and
-streaming a UTF-8 corpus in blocks (an invalid byte is reported with its offset)."""
+"""Reading and writing files safely, for both command-line tools.
+
+- `write_atomic`: a temporary file in the same folder, fsync, `os.replace`; the new file gets the
+  mode a plain `open()` would give (the old file's mode, or 0666 less the umask).
+- `check_output`: refuse, before any work, an output that cannot be written or would clobber an input.
+- `read_input` / `decode_text`: a whole input file (regular files only, bounded in size) as UTF-8
+  text, with one clear error for binary, UTF-16 and invalid UTF-8 data; stdin goes through the same rule.
+- `read_blocks`: stream a UTF-8 corpus in blocks (an invalid byte is reported with its offset).
+- Tokenizer files are JSON; `load` names the file in every error.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tokenizer.errors import TokenizerError
 
+MAX_INPUT_BYTES = 2 << 30  # a whole-file input larger than this is refused (read into memory at once)
+
+
+def _new_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one, never half."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)  # re-saving keeps the file's mode, as open() would
+    except FileNotFoundError:
+        mode = _new_file_mode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -27,11 +51,91 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(path: str | Path, what: str = "output file", inputs: Iterable[str | Path | None] = ()) -> Path:
+    """Refuse an output path that cannot be written (a folder, under a file, in an unwritable folder)
+    or that is one of `inputs`, before any work is done. Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise TokenizerError(f"{path}: is a directory; name a {what} instead")
+    for source in inputs:
+        if source is not None and _same_file(path, Path(source)):
+            raise TokenizerError(f"{path}: is also an input of this command; write the {what} somewhere else")
+    check_folder(path.parent, f"the folder of {path}")
+    return path
+
+
+def check_folder(folder: str | Path, label: str | None = None) -> Path:
+    """`folder` exists as a writable folder, or can be made: no part of it is a file."""
+    folder = Path(folder)
+    label = label or str(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TokenizerError(f"{label}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TokenizerError(f"{label}: folder {existing} is not writable")
+    return folder
+
+
 def check_readable(path: Path, what: str = "file") -> None:
+    """`path` is an existing regular file: not a folder, device or pipe (which could block or never end)."""
     if not path.exists():
         raise TokenizerError(f"{path}: no such {what}")
     if path.is_dir():
         raise TokenizerError(f"{path}: is a directory, not a {what}")
+    if not path.is_file():
+        raise TokenizerError(f"{path}: not a regular file (a device or a pipe); save the {what} to a file first")
+    if not os.access(path, os.R_OK):
+        raise TokenizerError(f"{path}: permission denied (cannot read the {what})")
+
+
+def read_input(path: str | Path, what: str = "file", limit: int = MAX_INPUT_BYTES) -> bytes:
+    """All bytes of a regular file of at most `limit` bytes."""
+    path = Path(path)
+    check_readable(path, what)
+    size = path.stat().st_size
+    if size > limit:
+        raise TokenizerError(f"{path}: {size / 2**30:.1f} GiB; a {what} may be at most {limit / 2**30:.0f} GiB")
+    return path.read_bytes()
+
+
+def looks_like_utf16(raw: bytes) -> bool:
+    """A UTF-16 byte-order mark, or (mostly ASCII text in UTF-16) a zero in nearly every other byte."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    head = raw[:4096]
+    half = len(head) // 2
+    zeros = sorted((head[0::2].count(0), head[1::2].count(0)))
+    return half >= 4 and zeros[1] >= 0.9 * half and zeros[0] < 0.1 * half
+
+
+def decode_text(raw: bytes, name: str, what: str = "UTF-8 text") -> str:
+    """`raw` as text; binary data, UTF-16 and invalid UTF-8 are errors naming `name` and where."""
+    if looks_like_utf16(raw):
+        raise TokenizerError(f"{name}: looks like UTF-16; convert it to UTF-8 first (e.g. iconv -f UTF-16 -t UTF-8)")
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise TokenizerError(f"{name}: binary file (NUL byte on line {line}); expected {what}")
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise TokenizerError(f"{name}: not UTF-8 text (bad byte at line {line}, byte offset {e.start}: 0x{raw[e.start]:02x})") from None
+
+
+def read_stdin(name: str = "standard input") -> str:
+    """Standard input as bytes, decoded by the same rule as a file (no silent U+FFFD)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    raw = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
+    return decode_text(raw, name)
 
 
 def load(path: str | Path):
@@ -39,11 +143,13 @@ def load(path: str | Path):
     from tokenizer import from_dict
 
     path = Path(path)
-    check_readable(path, "tokenizer file")
+    raw = read_input(path, "tokenizer file", limit=1 << 30)
     try:
-        d = json.loads(path.read_bytes())
+        d = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise TokenizerError(f"{path}: not a tokenizer file (not valid JSON: {e}; truncated?)") from None
+    except RecursionError:
+        raise TokenizerError(f"{path}: not a tokenizer file (JSON nested too deeply)") from None
     if not isinstance(d, dict):
         raise TokenizerError(f"{path}: not a tokenizer file (JSON but not an object)")
     try:
@@ -60,6 +166,8 @@ def read_blocks(path: str | Path, block_size: int = 1 << 20) -> Iterator[str]:
     with open(path, "rb") as f:
         while True:
             raw = f.read(block_size)
+            if offset == 0 and not pending and looks_like_utf16(raw):
+                raise TokenizerError(f"{path}: looks like UTF-16; convert it to UTF-8 first (e.g. iconv -f UTF-16 -t UTF-8)")
             data = pending + raw
             if not data:
                 return

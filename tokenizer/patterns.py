@@ -27,8 +27,25 @@ def resolve(name: str) -> str | None:
     return PATTERNS[name]
 
 
+# Letters, digits, punctuation, spaces, newlines, CJK, combining marks, emoji: a pattern's chunks
+# must join back to each of these, or encoding would silently drop text.
+PROBES = ["Hello, world! 123 4567 x\n\n  y\t\r\nz  ", "don't I'LL we've", "café e\u0301 한국어 中文 🙂👍🏽 ",
+          "def f(x):\n    return x**2  # ok\n", "\x00\x1b[0m ~`!@#$%^&*()_+-=[]{}|;:'\",.<>/?\\"]
+
+
 def compile_split(pattern: str | None):
     """A function text -> list of chunks."""
     if pattern is None:
         return lambda text: [text] if text else []
-    return regex.compile(pattern).findall
+    try:
+        return regex.compile(pattern).findall
+    except (regex.error, TypeError, ValueError, OverflowError, RecursionError) as e:
+        raise TokenizerError(f"the pre-split regex does not compile ({e})") from None
+
+
+def check_covers(pattern: str, name: str = "custom") -> None:
+    """The pattern's matches must cover any text: no character may fall between two chunks."""
+    split = compile_split(pattern)
+    for probe in PROBES:
+        if "".join(split(probe)) != probe:
+            raise TokenizerError(f"pattern {name!r}: its matches do not cover the text (e.g. {probe!r}), so encoding would drop characters")

@@ -39,11 +39,12 @@ def lookup(name: str) -> tuple[type[nn.Module], type[ModelConfig]]:
     return MODELS[name]
 
 
-def make_config(name: str, vocab_size: int, block_size: int, **options) -> ModelConfig:
-    """The config of model type `name` with its defaults, `options` (key=value from the user) applied."""
+def make_config(name: str, vocab_size: int, block_size: int, mode: str = "lines", **options) -> ModelConfig:
+    """The config of model type `name` with its defaults (its text-mode ones in text mode) and
+    `options` (key=value from the user) applied."""
     _, config_cls = lookup(name)
     fields = {f.name: f for f in dataclasses.fields(config_cls) if f.name not in ("vocab_size", "block_size")}
-    values = {}
+    values = dict(config_cls.text_defaults) if mode == "text" else {}
     for key, raw in options.items():
         if key not in fields:
             known = ", ".join(fields) or "none"
@@ -62,7 +63,8 @@ def _convert(key: str, raw, kind: type):
             return raw.lower() in ("true", "1")
         return kind(raw)
     except ValueError:
-        raise MakemoreError(f"model option {key}={raw!r}: expected a {kind.__name__}") from None
+        wanted = {int: "an integer", float: "a number", bool: "true or false"}.get(kind, kind.__name__)
+        raise MakemoreError(f"model option {key}={raw!r}: expected {wanted}") from None
 
 
 def build(name: str, config: ModelConfig) -> nn.Module:

@@ -29,8 +29,8 @@ class TransformerConfig(ModelConfig):
         self.require_positive("n_layer", "n_head", "n_embd")
         if self.n_embd % self.n_head:
             raise MakemoreError(f"model option n_embd={self.n_embd} must divide by n_head={self.n_head}")
-        if self.dropout >= 1:
-            raise MakemoreError(f"model option dropout={self.dropout}: must be below 1")
+        if not 0 <= self.dropout < 1:
+            raise MakemoreError(f"model option dropout={self.dropout}: must be from 0 to below 1")
 
 
 class CausalSelfAttention(nn.Module):

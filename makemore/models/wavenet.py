@@ -44,7 +44,9 @@ class GatedLevel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.ln(x)  # (B, T, C)
-        past = F.pad(y, (0, 0, self.dilation, 0))[:, : y.shape[1]]  # (B, T, C): y_{t-d}, zeros before the start
+        T = y.shape[1]
+        d = min(self.dilation, T)  # a level that reaches further back than T sees only zeros
+        past = F.pad(y[:, : T - d], (0, 0, d, 0))  # (B, T, C): y_{t-d}, zeros before the start
         f, g = self.fuse(torch.cat([past, y], dim=-1)).chunk(2, dim=-1)  # 2 x (B, T, C)
         return x + self.res(torch.tanh(f) * torch.sigmoid(g))
 
