@@ -121,9 +121,10 @@ def train(
     path = check_run_folder(out_dir or checkpoint.DEFAULT_DIR / run_dir(data, type), [data])
     prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
     stderr.print(prep.describe())
+    config = runs.model_config(type, prep, options, cfg.batch_size)
     progress, track = training_progress(stderr)
     with progress:
-        fitted = runs.fit(type, prep, cfg, path, options, track(type))
+        fitted = runs.fit(type, prep, cfg, path, config, track(type))
     summary = {
         "checkpoint": str(fitted.checkpoint.path), "type": type, "parameters": models.n_params(fitted.checkpoint.model),
         "steps": fitted.result.step, "seconds": round(fitted.result.elapsed, 1),
@@ -257,6 +258,8 @@ def compare(
     check_output(folder / "leaderboard.md", "leaderboard")
     prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
     stderr.print(prep.describe())
+    for t in chosen:
+        runs.model_config(t, prep, None, cfg.batch_size)  # each fits in memory, before any trains
     progress, track = training_progress(stderr, quiet_evals=True)
     with progress:
         rows = comparison.compare(prep, chosen, cfg, folder, on_start=track)

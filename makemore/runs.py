@@ -148,11 +148,12 @@ def fit(
     prep: Prepared,
     cfg: TrainConfig,
     out: Path,
-    model_options: dict | None = None,
+    config=None,
     on_event: Callable | None = None,
 ) -> Fitted:
-    """Train a new `model_type` on `prep`, saving the best checkpoint to `out` as training goes."""
-    config = model_config(model_type, prep, model_options, cfg.batch_size)
+    """Train a new `model_type` (default config, or `config` from `model_config`) on `prep`, saving
+    the best checkpoint to `out` as training goes."""
+    config = config or model_config(model_type, prep, None, cfg.batch_size)
     if cfg.lr is None:
         cfg = dataclasses.replace(cfg, lr=models.lookup(model_type)[0].default_lr)
     torch.manual_seed(cfg.seed)
