@@ -3,6 +3,8 @@ options, calls one library function and renders the result; errors become one li
 
 from __future__ import annotations
 
+import codecs
+
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,11 +17,12 @@ from rich.text import Text
 from makemore import checkpoint, models, runs
 from makemore import compare as comparison
 from makemore.errors import MakemoreError
-from makemore.sample import check_options, generate
+from makemore import sample as generate
+from makemore.sample import Sampling
 from makemore.train import Eval, Step, TrainConfig, resolve_device
 from tokenizer import cli as tokenizer_cli
 from tokenizer.cliutil import clean_errors, print_json, stderr
-from tokenizer.files import check_folder, check_output
+from tokenizer.files import check_folder, check_output, decode_text, read_input, read_stdin
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learn to generate more of whatever a text file holds: items, one per line, or running text.")
@@ -138,9 +141,9 @@ def train(
                   f"{summary['steps']} steps in {summary['seconds']} s; val {summary['best_val_loss']:.4f}, test {summary['test_loss']:.4f}")
 
 
-def open_checkpoint(path: Path | None) -> checkpoint.Checkpoint:
+def open_checkpoint(path: Path | None, device: str = "cpu") -> checkpoint.Checkpoint:
     path = path or checkpoint.latest()
-    ckpt = checkpoint.load(path)
+    ckpt = checkpoint.load(path, device)
     stderr.print(f"using {ckpt.path}")
     return ckpt
 
@@ -148,20 +151,35 @@ def open_checkpoint(path: Path | None) -> checkpoint.Checkpoint:
 @app.command()
 @clean_errors(MakemoreError)
 def sample(
-    n: Annotated[int, typer.Option("-n", help="How many samples.")] = 20,
+    n: Annotated[Optional[int], typer.Option("-n", help="How many samples (lines mode: items, default 20; text mode: streams, default 1).")] = None,
     checkpoint_path: CheckpointOpt = None,
     temperature: Annotated[float, typer.Option(help="Softmax temperature; 0 = greedy.")] = 1.0,
     top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest tokens.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Nucleus: only from the likeliest tokens whose probability adds up to p.")] = None,
+    min_p: Annotated[Optional[float], typer.Option(help="Only tokens at least this fraction as likely as the likeliest.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible samples.")] = None,
-    prompt: Annotated[str, typer.Option(help="Start every sample with this text.")] = "",
+    prefix: Annotated[Optional[str], typer.Option("--prefix", "--prompt", help="Lines mode: start every item with this; text mode: the prompt (default: a new line).")] = None,
+    min_len: Annotated[int, typer.Option(help="Lines mode: at least this many characters per item.")] = 0,
+    max_len: Annotated[Optional[int], typer.Option(help="Lines mode: at most this many characters per item.")] = None,
+    novel_only: Annotated[bool, typer.Option(help="Lines mode: only items not in the training set.")] = False,
+    max_new_tokens: Annotated[int, typer.Option(help="Text mode: tokens to generate.")] = 500,
+    stream: Annotated[bool, typer.Option(help="Text mode: print text as it is made.")] = True,
+    cache: Annotated[bool, typer.Option(help="Incremental decoding (KV cache, carried state); --no-cache reruns the context.")] = True,
+    device: DeviceOpt = "cpu",
     json: JsonOpt = False,
 ):
-    """Print new items sampled from a trained model, marking those already in its training data."""
-    check_options(n, temperature, top_k)
-    ckpt = open_checkpoint(checkpoint_path)
-    texts = generate(ckpt.model, ckpt.tokenizer, n, temperature, top_k, seed, prompt)
+    """New items (lines mode) or a stream of text (text mode) from a trained model."""
+    s = Sampling(temperature, top_k, top_p, min_p)
+    ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
+    if runs.ckpt_mode(ckpt) == "text":
+        return sample_text(ckpt, n or 1, s, seed, prefix, max_new_tokens, stream, cache, json)
+    n = 20 if n is None else n
     seen = runs.training_items(ckpt)
-    rows = [{"text": t, "new": None if seen is None else t not in seen} for t in texts]
+    if novel_only and seen is None:
+        raise MakemoreError(f"--novel-only: {ckpt.path}'s training data is not found or has changed, so new cannot be told from seen")
+    items = generate.novel_items(ckpt.model, ckpt.tokenizer, n, s, seed, prefix or "", min_len, max_len, cache,
+                                 seen if novel_only else None)
+    rows = [{"text": it.text, "new": None if seen is None else it.text not in seen, "logprob": it.logprob} for it in items]
     if json:
         print_json(rows)
         return
@@ -170,9 +188,120 @@ def sample(
     for row in rows:
         tag = Text("") if row["new"] is None else (Text("new  ", "green") if row["new"] else Text("seen ", "dim"))
         out.print(Text.assemble(tag, row["text"]))
+    if len(rows) < n:
+        stderr.print(f"only {len(rows)} of {n} samples were new after {generate.NOVEL_TRIES} tries per sample")
     if seen is not None:
         k = sum(r["new"] for r in rows)
         stderr.print(f"{k} of {len(rows)} are new (not in the training set)")
+
+
+def sample_text(ckpt, n: int, s, seed, prompt, max_new_tokens: int, stream: bool, cache: bool, json: bool) -> None:
+    """Text mode: the prompt, then `max_new_tokens` tokens, printed as they come (whole characters only)."""
+    tok = ckpt.tokenizer
+    ids = generate.encode_prompt(tok, prompt, "--prompt") if prompt else generate.default_prompt(tok)
+    if not ids:
+        ids = generate.default_prompt(tok)
+    results = []
+    for k in range(n):
+        text = TextStream(tok)
+        show = stream and not json
+        if show and prompt:
+            out.print(prompt, end="", soft_wrap=True)
+        try:
+            for i in generate.stream_text(ckpt.model, tok, ids, max_new_tokens, s, None if seed is None else seed + k, cache):
+                piece = text.add(i)
+                if show and piece:
+                    out.print(piece, end="", soft_wrap=True)
+        except KeyboardInterrupt:
+            if show:
+                out.print()
+            stderr.print(f"stopped after {len(text.ids)} tokens")
+            raise typer.Exit(130) from None
+        results.append({"prompt": prompt or "", "text": text.finish(), "tokens": len(text.ids)})
+        if show:
+            out.print(text.tail)
+        elif not json:
+            out.print((prompt or "") + results[-1]["text"], soft_wrap=True)
+    if json:
+        print_json(results)
+
+
+class TextStream:
+    """Decodes generated ids to text as they come; a character split across tokens waits for its rest."""
+
+    def __init__(self, tok):
+        self.tok, self.ids = tok, []
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.parts: list[str] = []
+        self.tail = ""
+
+    def add(self, i: int) -> str:
+        self.ids.append(i)
+        raw = self.tok.decode_bytes([i]) if hasattr(self.tok, "decode_bytes") else self.tok.decode([i]).encode("utf-8")
+        piece = self.decoder.decode(raw)
+        self.parts.append(piece)
+        return piece
+
+    def finish(self) -> str:
+        self.tail = self.decoder.decode(b"", final=True)
+        self.parts.append(self.tail)
+        return "".join(self.parts)
+
+
+@app.command()
+@clean_errors(MakemoreError)
+def score(
+    strings: Annotated[Optional[list[str]], typer.Argument(help="Strings to score (default: --file, or standard input, one per line).", show_default=False)] = None,
+    checkpoint_path: CheckpointOpt = None,
+    file: Annotated[Optional[Path], typer.Option(help="Score each line of this file.")] = None,
+    sort: Annotated[bool, typer.Option(help="Likeliest first.")] = False,
+    tokens: Annotated[bool, typer.Option(help="Show each token's log-probability.")] = False,
+    device: DeviceOpt = "cpu",
+    json: JsonOpt = False,
+):
+    """Log-probability of each string under the model (lines mode: as a whole item), and bits per character."""
+    ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
+    if strings and file:
+        raise MakemoreError("give strings or --file, not both")
+    if file is not None:
+        lines, numbers = data_lines(file)
+        where = [f"{file}:{k}" for k in numbers]
+    elif strings:
+        lines, where = list(strings), [f"argument {k + 1}" for k in range(len(strings))]
+    else:
+        lines, numbers = data_lines(None)
+        where = [f"standard input:{k}" for k in numbers]
+    rows, failed = [], 0
+    mode = runs.ckpt_mode(ckpt)
+    for text, place in zip(lines, where):
+        try:
+            sc = generate.score(ckpt.model, ckpt.tokenizer, text, mode)
+        except MakemoreError as e:
+            stderr.print(Text.assemble(("error: ", "bold red"), f"{place}: {e}"), soft_wrap=True)
+            failed += 1
+            continue
+        rows.append({"text": sc.text, "logprob": sc.logprob, "bits_per_char": sc.bits_per_char, "chars": sc.chars}
+                    | ({"tokens": [{"piece": p, "logprob": lp} for p, lp in sc.tokens]} if tokens else {}))
+    if sort:
+        rows.sort(key=lambda r: -r["logprob"])
+    if json:
+        print_json(rows)
+    else:
+        table = Table("text", "log-prob", "bits/char", *(["tokens"] if tokens else []), box=None)
+        for r in rows:
+            extra = [" ".join(f"{t['piece']!r}:{t['logprob']:.2f}" for t in r["tokens"])] if tokens else []
+            table.add_row(Text(r["text"]), f"{r['logprob']:.3f}", f"{r['bits_per_char']:.3f}", *extra)
+        out.print(table)
+    if failed:
+        raise typer.Exit(2)
+
+
+def data_lines(path: Path | None) -> tuple[list[str], list[int]]:
+    """The non-blank lines of a file (or of standard input) and their line numbers."""
+    from makemore.data import lines_of
+
+    text = read_stdin() if path is None else decode_text(read_input(path), str(path))
+    return lines_of(text)
 
 
 @app.command("eval")

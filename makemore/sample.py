@@ -1,76 +1,262 @@
-"""Sampling: draw new items from any model, all samples of a call in one batch.
+"""Generation and scoring for every model type, through the models' incremental interface.
 
-Every sample starts from the boundary token (plus an optional prompt) and ends at the next
-boundary token or when it reaches the model's block size. `temperature` 0 means greedy decoding.
+- `filter_logits` (pure): temperature, then top-k, then top-p, then min-p; temperature 0 = greedy.
+- `Decoder` feeds ids to a model and gives the logits of the next id, either through the model's
+  `step` (KV cache, carried hidden state, sliding window) or, with `cache=False`, by rerunning the
+  whole visible context: the reference the tests compare the cached path against. Both see the
+  same context (`LanguageModel.context_length`).
+- Lines mode: `sample_items` draws whole items (boundary to boundary), many at a time, with an
+  optional prefix, length bounds in characters, and log-probabilities.
+- Text mode: `stream_text` yields ids one at a time after a prompt, for as long as asked.
+- `score`: the log-probability of given strings, per token and in total.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from makemore.data import encode_text, normalize
 from makemore.errors import MakemoreError
 from tokenizer import TokenizerError
 
-
 MAX_SAMPLES = 100_000  # per call: more is surely a typo
+MAX_NEW_TOKENS = 10_000_000
+CHUNK = 1000  # items generated at once
 
 
-def check_options(n: int, temperature: float, top_k: int | None) -> None:
-    if not 1 <= n <= MAX_SAMPLES:
-        raise MakemoreError(f"-n {n}: must be from 1 to {MAX_SAMPLES:,}")
-    if not (temperature >= 0 and math.isfinite(temperature)):
-        raise MakemoreError(f"--temperature {temperature}: must be 0 (greedy) or more")
-    if top_k is not None and top_k < 1:
-        raise MakemoreError(f"--top-k {top_k}: must be at least 1")
+@dataclass(frozen=True)
+class Sampling:
+    """How the next id is drawn from the logits; validated once, here."""
+
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int | None = None  # keep the k likeliest
+    top_p: float | None = None  # keep the smallest set whose probability reaches p (nucleus)
+    min_p: float | None = None  # keep ids at least min_p times as likely as the likeliest
+
+    def __post_init__(self):
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise MakemoreError(f"--temperature {self.temperature}: must be 0 (greedy) or more")
+        if self.top_k is not None and self.top_k < 1:
+            raise MakemoreError(f"--top-k {self.top_k}: must be at least 1")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise MakemoreError(f"--top-p {self.top_p}: must be above 0 and at most 1")
+        if self.min_p is not None and not 0 <= self.min_p <= 1:
+            raise MakemoreError(f"--min-p {self.min_p}: must be from 0 to 1")
 
 
-@torch.no_grad()
-def generate(
-    model: nn.Module,
-    tok,
-    n: int = 20,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int | None = None,
-    prompt: str = "",
-) -> list[str]:
-    """`n` new items; each begins with `prompt`."""
-    check_options(n, temperature, top_k)
-    block_size = model.config.block_size
-    device = next(model.parameters()).device
-    try:
-        start = [tok.eot_id, *tok.encode(prompt)]
-    except TokenizerError as e:
-        raise MakemoreError(f"--prompt {prompt!r}: {e}") from None
-    if len(start) >= block_size + 1:
-        raise MakemoreError(f"--prompt is {len(start) - 1} tokens; the model's items are at most {block_size - 1}")
+def filter_logits(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
+    """The logits (..., V) to sample from: divided by the temperature, then everything outside top-k,
+    then outside top-p, then below min-p set to -inf. The likeliest id always survives."""
+    logits = logits / s.temperature if s.temperature > 0 else logits
+    if s.top_k is not None and s.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, s.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if s.top_p is not None and s.top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # probability of the ids strictly likelier
+        drop = (before >= s.top_p).scatter(-1, order, before >= s.top_p)
+        logits = logits.masked_fill(drop, -math.inf)
+    if s.min_p is not None and s.min_p > 0:
+        probs = logits.softmax(dim=-1)
+        logits = logits.masked_fill(probs < s.min_p * probs.max(dim=-1, keepdim=True).values, -math.inf)
+    return logits
+
+
+def draw(logits: torch.Tensor, s: Sampling, gen: torch.Generator) -> torch.Tensor:
+    """One id per row of `logits` (B, V)."""
+    if s.temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = filter_logits(logits, s).softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(1)
+
+
+def make_generator(seed: int | None, device) -> torch.Generator:
     gen = torch.Generator(device=device)
     if seed is None:
         gen.seed()
+    elif not 0 <= seed < 2**63:
+        raise MakemoreError(f"--seed {seed}: must be from 0 to 2**63 - 1")
     else:
         gen.manual_seed(seed)
+    return gen
+
+
+class Decoder:
+    """Feeds a growing batch of sequences to a model; `next_logits` gives the logits after them."""
+
+    def __init__(self, model: nn.Module, cache: bool = True):
+        self.model, self.cache = model, cache
+        self.state, self.begin, self.fed = None, -1, 0
+
+    @torch.no_grad()
+    def next_logits(self, seq: torch.Tensor) -> torch.Tensor:
+        """Logits (B, V) of the id after `seq` (B, n), which only grows between calls."""
+        n = seq.shape[1]
+        begin = n - self.model.context_length(n)
+        if not self.cache:
+            return self.model(seq[:, begin:])[:, -1]
+        if begin != self.begin:  # a new context: start over from its first id
+            self.state, self.begin, self.fed = self.model.init_state(seq.shape[0]), begin, begin
+        logits, self.state = self.model.step(seq[:, self.fed :], self.state)
+        self.fed = n
+        return logits[:, -1]
+
+
+def encode_prompt(tok, text: str, option: str) -> list[int]:
+    try:
+        return encode_text(tok, normalize(text))
+    except TokenizerError as e:
+        raise MakemoreError(f"{option} {text!r}: {e}") from None
+
+
+@dataclass
+class Item:
+    text: str
+    logprob: float  # natural log, the boundary at the end included
+
+
+@torch.no_grad()
+def sample_items(model: nn.Module, tok, n: int, s: Sampling, seed: int | None = None, prefix: str = "",
+                 min_len: int = 0, max_len: int | None = None, cache: bool = True) -> list[Item]:
+    """`n` items, each beginning with `prefix`, of `min_len` to `max_len` characters (prefix included)."""
+    if not 1 <= n <= MAX_SAMPLES:
+        raise MakemoreError(f"-n {n}: must be from 1 to {MAX_SAMPLES:,}")
+    block = model.config.block_size
+    start = [tok.eot_id, *encode_prompt(tok, prefix, "--prefix")]
+    if len(start) > block:
+        raise MakemoreError(f"--prefix is {len(start) - 1} tokens; the model's items are at most {block - 1}")
+    if max_len is not None and max_len < max(min_len, 1):
+        raise MakemoreError(f"--max-len {max_len}: must be at least 1 and at least --min-len ({min_len})")
+    if min_len < 0:
+        raise MakemoreError(f"--min-len {min_len}: must be 0 or more")
+    device = next(model.parameters()).device
+    lengths = torch.tensor([len(tok.decode([i])) if i != tok.eot_id else 0 for i in range(tok.vocab_size)], device=device)
+    gen = make_generator(seed, device)
     model.eval()
-    idx = torch.tensor([start] * n, device=device)  # (n, t)
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    while idx.shape[1] <= block_size and not done.all():
-        logits = model(idx[:, -block_size:])[:, -1, :]  # (n, V)
-        if temperature == 0:
-            nxt = logits.argmax(dim=-1)
-        else:
-            logits = logits / temperature
-            if top_k is not None and top_k < logits.shape[-1]:
-                kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (n, 1)
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen).squeeze(1)
-        nxt = torch.where(done, tok.eot_id, nxt)
-        done |= nxt == tok.eot_id
-        idx = torch.cat([idx, nxt[:, None]], dim=1)
-    out = []
-    for row in idx[:, 1:].tolist():
-        if tok.eot_id in row:
-            row = row[: row.index(tok.eot_id)]
-        out.append(tok.decode(row))
-    return out
+    items = []
+    for first in range(0, n, CHUNK):
+        b = min(CHUNK, n - first)
+        seq = torch.tensor([start] * b, device=device)
+        chars = torch.full((b,), len(normalize(prefix)), device=device)
+        logprob = torch.zeros(b, device=device)
+        done = torch.zeros(b, dtype=torch.bool, device=device)
+        decoder = Decoder(model, cache)
+        while seq.shape[1] <= block and not done.all():
+            raw = decoder.next_logits(seq)  # (b, V)
+            allowed = constrain(raw, chars, lengths, tok.eot_id, min_len, max_len, last=seq.shape[1] == block)
+            nxt = torch.where(done, tok.eot_id, draw(allowed, s, gen))
+            logprob += torch.where(done, 0.0, F.log_softmax(raw, dim=-1).gather(1, nxt[:, None]).squeeze(1))  # the model's own
+            chars += torch.where(done, 0, lengths[nxt])
+            done |= nxt == tok.eot_id
+            seq = torch.cat([seq, nxt[:, None]], dim=1)
+        for row, lp in zip(seq[:, 1:].tolist(), logprob.tolist()):
+            row = row[: row.index(tok.eot_id)] if tok.eot_id in row else row
+            items.append(Item(tok.decode(row), lp))
+    return items
+
+
+def constrain(logits, chars, lengths, eot: int, min_len: int, max_len: int | None, last: bool) -> torch.Tensor:
+    """Forbid the boundary before `min_len` characters, and ids that would pass `max_len`; at the
+    last position the model can take, only the boundary is left."""
+    logits = logits.clone()
+    if min_len:
+        logits[:, eot] = torch.where(chars < min_len, -math.inf, logits[:, eot])
+    if max_len is not None:
+        too_long = chars[:, None] + lengths[None, :] > max_len  # (b, V)
+        too_long[:, eot] = False
+        logits = logits.masked_fill(too_long, -math.inf)
+    if last:
+        keep = logits[:, eot].clone()
+        logits.fill_(-math.inf)
+        logits[:, eot] = keep
+    return logits
+
+
+def default_prompt(tok) -> list[int]:
+    """Text mode with an empty prompt starts after a newline (or, if the vocabulary has none, after
+    its first character); that start is not part of the output."""
+    try:
+        return encode_text(tok, "\n")
+    except TokenizerError:
+        return [1]
+
+
+@torch.no_grad()
+def stream_text(model: nn.Module, tok, prompt: list[int], max_new_tokens: int, s: Sampling, seed: int | None = None,
+                cache: bool = True) -> Iterator[int]:
+    """Yield `max_new_tokens` ids, one at a time, after `prompt`; past the block size the context
+    moves on (`LanguageModel.context_length`)."""
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise MakemoreError(f"--max-new-tokens {max_new_tokens}: must be from 1 to {MAX_NEW_TOKENS:,}")
+    device = next(model.parameters()).device
+    gen = make_generator(seed, device)
+    model.eval()
+    decoder = Decoder(model, cache)
+    seq = torch.tensor([prompt], device=device)
+    for _ in range(max_new_tokens):
+        nxt = draw(decoder.next_logits(seq), s, gen)  # (1,)
+        seq = torch.cat([seq, nxt[:, None]], dim=1)
+        yield int(nxt)
+
+
+@dataclass
+class Score:
+    text: str
+    logprob: float  # natural log of the probability of the whole string
+    tokens: list[tuple[str, float]]  # each predicted token's piece and log-probability
+    chars: int  # characters predicted (the end of an item counts as one)
+
+    @property
+    def bits_per_char(self) -> float:
+        return -self.logprob / math.log(2) / max(self.chars, 1)
+
+
+@torch.no_grad()
+def score(model: nn.Module, tok, text: str, mode: str) -> Score:
+    """Log-probability of `text`: in lines mode as one whole item, boundary to boundary; in text mode
+    every token after the first, given the ones before it (what `eval` measures on that text)."""
+    text = normalize(text)
+    ids = encode_prompt(tok, text, "string")
+    boundary = tok.eot_id if mode == "lines" else None
+    seq = [boundary, *ids, boundary] if mode == "lines" else ids
+    if mode == "lines" and len(seq) - 1 > model.config.block_size:
+        raise MakemoreError(f"string {text!r} is longer than the model's items ({model.config.block_size - 1} tokens)")
+    if len(seq) < 2:
+        raise MakemoreError(f"string {text!r}: one token, nothing to predict in text mode")
+    device = next(model.parameters()).device
+    model.eval()
+    decoder = Decoder(model, cache=True)
+    x = torch.tensor([seq], device=device)
+    pieces = []
+    for t in range(1, len(seq)):
+        lp = float(F.log_softmax(decoder.next_logits(x[:, :t]), dim=-1)[0, seq[t]])
+        pieces.append(("" if t == len(seq) - 1 and boundary is not None else tok.decode([seq[t]]), lp))
+    chars = len(text) + 1 if mode == "lines" else len(text) - len(tok.decode(seq[:1]))
+    return Score(text, sum(lp for _, lp in pieces), pieces, chars)
+
+
+NOVEL_TRIES = 20  # --novel-only: samples drawn per sample wanted, at most
+
+
+def novel_items(model: nn.Module, tok, n: int, s: Sampling, seed: int | None, prefix: str, min_len: int,
+                max_len: int | None, cache: bool, exclude: set[str] | None) -> list[Item]:
+    """`sample_items`, and with `exclude`, drawn again until `n` items are not in it (at most
+    NOVEL_TRIES times as many draws as wanted; fewer items come back if that bound is hit)."""
+    if exclude is None:
+        return sample_items(model, tok, n, s, seed, prefix, min_len, max_len, cache)
+    found: list[Item] = []
+    drawn, round_ = 0, 0
+    while len(found) < n and drawn < NOVEL_TRIES * n:
+        want = min(max(2 * (n - len(found)), 16), MAX_SAMPLES)
+        round_seed = None if seed is None else seed + round_
+        batch = sample_items(model, tok, want, s, round_seed, prefix, min_len, max_len, cache)
+        drawn, round_ = drawn + want, round_ + 1
+        found += [it for it in batch if it.text not in exclude][: n - len(found)]
+    return found

@@ -6,6 +6,7 @@ import struct
 import pytest
 from typer.testing import CliRunner
 
+from makemore import data
 from makemore.cli import app
 from tests.conftest import toy_items
 
@@ -43,8 +44,12 @@ def test_sample_json_marks_new_and_seen_and_is_seeded(trained):
     a = json.loads(run("sample", "-c", ckpt, "-n", "8", "--seed", "3", "--json").stdout)
     b = json.loads(run("sample", "-c", ckpt, "-n", "8", "--seed", "3", "--json").stdout)
     assert a == b and len(a) == 8
-    assert all(set(r) == {"text", "new"} and isinstance(r["new"], bool) for r in a)
+    assert all(set(r) == {"text", "new", "logprob"} and r["logprob"] < 0 for r in a)
     assert all(set(r["text"]) <= set("kaurimotse") for r in a)
+    train_items = set(data.split_items(toy_items(300), 1337)["train"])  # the real training split, rebuilt here
+    many = json.loads(run("sample", "-c", ckpt, "-n", "200", "--seed", "3", "--temperature", "0.5", "--json").stdout)
+    assert [r["new"] for r in many] == [r["text"] not in train_items for r in many]
+    assert {r["new"] for r in many} == {True, False}  # both kinds occur, so the check above can fail either way
 
 
 def test_greedy_sampling_and_prompt(trained):
@@ -128,7 +133,7 @@ def test_impossible_train_options(in_tmp, toy_file, args, fragment):
         (["--temperature", "-0.5"], "--temperature -0.5: must be 0 (greedy) or more"),
         (["--top-k", "0"], "--top-k 0: must be at least 1"),
         (["-n", "0"], "-n 0: must be from 1 to 100,000"),
-        (["--prompt", "kaz"], "--prompt 'kaz': character 'z' is not in the tokenizer's vocabulary"),
+        (["--prompt", "kaz"], "--prefix 'kaz': character 'z' is not in the tokenizer's vocabulary"),
     ],
 )
 def test_impossible_sample_options(trained, args, fragment):

@@ -1,7 +1,19 @@
-"""What every model type shares: the config fields the code fills in from the data.
+"""What every model type shares: the config fields the code fills in, and the incremental interface.
 
 The contract: a model is an `nn.Module` built from its config alone, `model(idx)` maps token ids
-(B, T) with T <= block_size to logits (B, T, vocab_size), and position t only sees ids <= t.
+(B, T) to logits (B, T, vocab_size), and position t only sees ids <= t.
+
+Incremental decoding, one interface for all types: `state = model.init_state(B)`, then
+`logits, state = model.step(idx, state)` feeds new ids (B, t) and returns their logits (B, t, V).
+The default here slides a window: the state is the last `receptive_field` ids (all of them when
+None) and each step reruns `forward` on the window; it is exact because a position's logits
+depend on no more than that. The transformer (key/value cache) and the recurrent types (hidden
+state) override `init_state` and `step`.
+
+Context past the block size: types with learned absolute positions (transformer, bow) set
+`max_context`; `context_length` says how many of the last ids they see next. Up to the block
+size, all; past it the context drops to the last half block and grows again (so a cache is
+rebuilt once per half block, not at every token). The uncached reference uses the same rule.
 The loss, the training loop, sampling and checkpoints are shared and live elsewhere.
 """
 
@@ -10,6 +22,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import ClassVar
+
+import torch
+from torch import nn
 
 from makemore.errors import MakemoreError
 
@@ -37,3 +52,36 @@ class ModelConfig:
         for name in names:
             if getattr(self, name) <= 0:
                 raise MakemoreError(f"model option {name}={getattr(self, name)}: must be at least 1")
+
+
+class LanguageModel(nn.Module):
+    default_lr = 1e-3  # peak learning rate when --lr is not given
+
+    @property
+    def max_context(self) -> int | None:
+        """Ids the model can see at once (learned positions); None: any number."""
+        return None
+
+    @property
+    def receptive_field(self) -> int | None:
+        """How many of the last ids the last position's logits depend on; None: all of them."""
+        return None
+
+    def context_length(self, n: int) -> int:
+        """How many of the last `n` ids the next prediction sees (see the module docstring)."""
+        m = self.max_context
+        if m is None or n <= m:
+            return n
+        keep = m // 2
+        return keep + (n - m - 1) % (m - keep) + 1
+
+    def init_state(self, batch_size: int):
+        """The state before any id: here, an empty window."""
+        return torch.zeros(batch_size, 0, dtype=torch.long, device=next(self.parameters()).device)
+
+    def step(self, idx: torch.Tensor, state) -> tuple[torch.Tensor, object]:
+        """Logits (B, t, V) of the new ids `idx` (B, t) after `state`, and the state after them."""
+        window = torch.cat([state, idx], dim=1)  # (B, w + t)
+        logits = self(window)[:, -idx.shape[1] :]
+        r = self.receptive_field
+        return logits, window if r is None else window[:, -r:]

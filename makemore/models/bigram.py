@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from makemore.models.base import ModelConfig
+from makemore.models.base import LanguageModel, ModelConfig
 
 
 @dataclass(kw_only=True)
@@ -19,13 +19,17 @@ class BigramConfig(ModelConfig):
     pass  # nothing to choose: the table is vocab_size x vocab_size
 
 
-class Bigram(nn.Module):
+class Bigram(LanguageModel):
     default_lr = 0.1  # peak learning rate when --lr is not given
 
     def __init__(self, config: BigramConfig):
         super().__init__()
         self.config = config
         self.logits = nn.Parameter(torch.zeros(config.vocab_size, config.vocab_size))
+
+    @property
+    def receptive_field(self) -> int:
+        return 1
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.logits[idx]  # (B, T, V)

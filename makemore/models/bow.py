@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from makemore.models.base import ModelConfig
+from makemore.models.base import LanguageModel, ModelConfig
 
 
 @dataclass(kw_only=True)
@@ -47,7 +47,7 @@ class BoWBlock(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class BoW(nn.Module):
+class BoW(LanguageModel):
     default_lr = 3e-3  # peak learning rate when --lr is not given
 
     def __init__(self, config: BoWConfig):
@@ -58,6 +58,10 @@ class BoW(nn.Module):
         self.blocks = nn.Sequential(*(BoWBlock(config) for _ in range(config.n_layer)))
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.vocab_size)
+
+    @property
+    def max_context(self) -> int:
+        return self.config.block_size  # learned positions
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         pos = torch.arange(idx.shape[1], device=idx.device)

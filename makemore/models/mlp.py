@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from makemore.models.base import ModelConfig
+from makemore.models.base import LanguageModel, ModelConfig
 
 
 @dataclass(kw_only=True)
@@ -27,7 +27,7 @@ class MLPConfig(ModelConfig):
         self.require_positive("context", "n_embd", "n_hidden")
 
 
-class MLP(nn.Module):
+class MLP(LanguageModel):
     default_lr = 3e-3  # peak learning rate when --lr is not given
 
     def __init__(self, config: MLPConfig):
@@ -37,6 +37,10 @@ class MLP(nn.Module):
         self.wte = nn.Embedding(config.vocab_size + 1, config.n_embd)
         self.hidden = nn.Linear(config.context * config.n_embd, config.n_hidden)
         self.out = nn.Linear(config.n_hidden, config.vocab_size)
+
+    @property
+    def receptive_field(self) -> int:
+        return self.config.context
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         k = self.config.context

@@ -1,9 +1,11 @@
 """What the recurrent types (rnn, gru, lstm) share: embedding, learned start state, head, two paths.
 
 Each type names a torch module (`nn.RNN`, `nn.GRU`, `nn.LSTM`) whose weights it owns, and writes
-its cell out as plain tensor equations in `cell`. `forward` runs either torch's fused kernel
+its cell out as plain tensor equations in `cell`. `step` runs either torch's fused kernel
 (`fused=True`, the fast default) or the written-out cell one step at a time; both read the same
 parameters, so a checkpoint loads into either and the tests check they compute the same function.
+Incremental decoding carries the hidden state: `forward` is `step` from the learned start state.
+Every training window (lines or text mode) starts from that learned state too.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from makemore.models.base import ModelConfig
+from makemore.models.base import LanguageModel, ModelConfig
 
 
 @dataclass(kw_only=True)
@@ -27,7 +29,7 @@ class RecurrentConfig(ModelConfig):
         self.require_positive("n_embd", "n_hidden")
 
 
-class RecurrentLM(nn.Module):
+class RecurrentLM(LanguageModel):
     rnn_class: type[nn.RNNBase]  # set by each type
     n_states = 1  # hidden vectors carried between steps: 1 (h), or 2 for the LSTM (h, c)
     default_lr = 5e-3  # peak learning rate when --lr is not given
@@ -44,24 +46,29 @@ class RecurrentLM(nn.Module):
         """One step: `gx` is the input's share of the gates, W_ih x_t + b_ih; returns the new state."""
         raise NotImplementedError
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        B = idx.shape[0]
-        x = self.wte(idx)  # (B, T, E)
-        state = tuple(s.expand(B, -1).contiguous() for s in self.start)  # n_states x (B, H)
-        if self.config.fused:
-            init = tuple(s.unsqueeze(0) for s in state)  # (1, B, H): one layer
-            h, _ = self.rnn(x, init if self.n_states > 1 else init[0])  # (B, T, H)
-        else:
-            h = self.unrolled(x, state)
-        return self.head(h)  # (B, T, V)
+    def init_state(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        return tuple(s.expand(batch_size, -1).contiguous() for s in self.start)  # n_states x (B, H)
 
-    def unrolled(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.step(idx, self.init_state(idx.shape[0]))[0]  # (B, T, V)
+
+    def step(self, idx: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        x = self.wte(idx)  # (B, T, E)
+        if self.config.fused:
+            init = tuple(s.unsqueeze(0).contiguous() for s in state)  # (1, B, H): one layer
+            h, last = self.rnn(x, init if self.n_states > 1 else init[0])  # (B, T, H)
+            state = tuple(s.squeeze(0) for s in (last if self.n_states > 1 else (last,)))
+        else:
+            h, state = self.unrolled(x, state)
+        return self.head(h), state  # (B, T, V)
+
+    def unrolled(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         gx = x @ self.rnn.weight_ih_l0.T + self.rnn.bias_ih_l0  # (B, T, G*H): all input projections at once
         outputs = []
         for t in range(x.shape[1]):
             state = self.cell(gx[:, t], state)
             outputs.append(state[0])
-        return torch.stack(outputs, dim=1)  # (B, T, H)
+        return torch.stack(outputs, dim=1), state  # (B, T, H)
 
     def hidden_gates(self, h: torch.Tensor) -> torch.Tensor:
         """The hidden state's share of the gates: W_hh h + b_hh, (B, G*H)."""

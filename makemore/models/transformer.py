@@ -2,19 +2,25 @@
 
 x = tok_emb(idx) + pos_emb(t); each block is x += attn(ln(x)); x += mlp(ln(x)) (pre-norm),
 with causal multi-head self-attention through `scaled_dot_product_attention` and a GELU MLP;
-then a final layer norm and a linear head to logits. No weight tying; dropout 0.2 on block outputs.
+then a final layer norm and a linear head to logits. No weight tying; dropout on block outputs.
+
+Incremental decoding keeps a key/value cache per block: each new id attends to the cached keys
+and values of the ids before it, so a step costs one position, not the whole context. The
+positions are learned and absolute, so the cache cannot slide past the block size: the shared
+rule in `base.py` restarts the context from the last half block, and the cache is refilled then.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from makemore.models.base import ModelConfig
 from makemore.errors import MakemoreError
+from makemore.models.base import LanguageModel, ModelConfig
 
 
 @dataclass(kw_only=True)
@@ -23,6 +29,7 @@ class TransformerConfig(ModelConfig):
     n_head: int = 4  # attention heads per block
     n_embd: int = 64  # channels; must divide by n_head
     dropout: float = 0.2  # on the attention and MLP outputs; 0 = off (names overfit without it: see README)
+    text_defaults: ClassVar[dict] = {"n_embd": 128, "dropout": 0.0}  # running text: more capacity, little overfitting in minutes
 
     def __post_init__(self):
         super().__post_init__()
@@ -33,6 +40,22 @@ class TransformerConfig(ModelConfig):
             raise MakemoreError(f"model option dropout={self.dropout}: must be from 0 to below 1")
 
 
+@dataclass
+class KVCache:
+    """Keys and values of the ids seen so far, for one block: (B, H, block_size, hs) buffers, `n` filled."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    n: int = 0
+
+    def add(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = k.shape[2]
+        self.k[:, :, self.n : self.n + t] = k
+        self.v[:, :, self.n : self.n + t] = v
+        self.n += t
+        return self.k[:, :, : self.n], self.v[:, :, : self.n]
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -41,10 +64,17 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd)
         self.drop = nn.Dropout(config.dropout)  # on the output, not the attention weights: keeps SDPA's fast kernel
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hs)
+        past = 0 if cache is None else cache.n
+        if cache is not None:
+            k, v = cache.add(k, v)  # (B, H, past + T, hs)
+        if past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hs)
+        else:  # new query i sits at position past + i and sees keys 0..past + i
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))  # (B, T, C)
 
 
@@ -57,12 +87,12 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(C)
         self.mlp = nn.Sequential(nn.Linear(C, 4 * C), nn.GELU(), nn.Linear(4 * C, C), nn.Dropout(config.dropout))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache)
         return x + self.mlp(self.ln2(x))
 
 
-class Transformer(nn.Module):
+class Transformer(LanguageModel):
     default_lr = 1e-3  # peak learning rate when --lr is not given
 
     def __init__(self, config: TransformerConfig):
@@ -70,13 +100,28 @@ class Transformer(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
-        self.blocks = nn.Sequential(*(Block(config) for _ in range(config.n_layer)))
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.vocab_size)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    @property
+    def max_context(self) -> int:
+        return self.config.block_size  # learned positions
+
+    def forward(self, idx: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
         T = idx.shape[1]
-        pos = torch.arange(T, device=idx.device)
+        past = caches[0].n if caches else 0
+        pos = torch.arange(past, past + T, device=idx.device)
         x = self.tok_emb(idx) + self.pos_emb(pos)  # (B, T, C)
-        x = self.blocks(x)  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, caches[i] if caches else None)  # (B, T, C)
         return self.head(self.ln_f(x))  # (B, T, V)
+
+    def init_state(self, batch_size: int) -> list[KVCache]:
+        c = self.config
+        p = self.tok_emb.weight
+        shape = (batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+        return [KVCache(p.new_empty(shape), p.new_empty(shape)) for _ in range(c.n_layer)]
+
+    def step(self, idx: torch.Tensor, state: list[KVCache]) -> tuple[torch.Tensor, list[KVCache]]:
+        return self(idx, state), state

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from makemore.models.base import ModelConfig
+from makemore.models.base import LanguageModel, ModelConfig
 
 
 @dataclass(kw_only=True)
@@ -51,7 +51,7 @@ class GatedLevel(nn.Module):
         return x + self.res(torch.tanh(f) * torch.sigmoid(g))
 
 
-class WaveNet(nn.Module):
+class WaveNet(LanguageModel):
     default_lr = 3e-3  # peak learning rate when --lr is not given
 
     def __init__(self, config: WaveNetConfig):
@@ -61,6 +61,10 @@ class WaveNet(nn.Module):
         self.levels = nn.Sequential(*(GatedLevel(config.n_embd, 2**l) for l in range(config.levels)))
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.vocab_size)
+
+    @property
+    def receptive_field(self) -> int:
+        return 2 ** self.config.levels  # dilations 1, 2, ..., 2^(L-1) reach 2^L - 1 steps back
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.levels(self.wte(idx))  # (B, T, C)
