@@ -123,8 +123,8 @@ def train(
     models.make_config(type, 1, 1, **options)  # reject bad options before reading any data
     path = check_run_folder(out_dir or checkpoint.DEFAULT_DIR / run_dir(data, type), [data])
     prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
-    stderr.print(prep.describe())
     config = runs.model_config(type, prep, options, cfg.batch_size)
+    stderr.print(prep.describe())
     progress, track = training_progress(stderr)
     with progress:
         fitted = runs.fit(type, prep, cfg, path, config, track(type))
@@ -142,9 +142,10 @@ def train(
 
 
 def open_checkpoint(path: Path | None, device: str = "cpu") -> checkpoint.Checkpoint:
-    path = path or checkpoint.latest()
-    ckpt = checkpoint.load(path, device)
-    stderr.print(f"using {ckpt.path}")
+    """The checkpoint named, or the latest one (saying which)."""
+    ckpt = checkpoint.load(path or checkpoint.latest(), device)
+    if path is None:
+        stderr.print(f"using {ckpt.path}")
     return ckpt
 
 
@@ -386,9 +387,9 @@ def compare(
         check_run_folder(folder / t, [data])
     check_output(folder / "leaderboard.md", "leaderboard")
     prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
-    stderr.print(prep.describe())
     for t in chosen:
         runs.model_config(t, prep, None, cfg.batch_size)  # each fits in memory, before any trains
+    stderr.print(prep.describe())
     progress, track = training_progress(stderr, quiet_evals=True)
     with progress:
         rows = comparison.compare(prep, chosen, cfg, folder, on_start=track)
