@@ -38,7 +38,7 @@ SeedOpt = Annotated[int, typer.Option(help="Seed for the split, the model's init
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
 MaxSteps = Annotated[int, typer.Option(help="Optimisation steps.")]
 MaxSeconds = Annotated[Optional[float], typer.Option(help="Stop after this many seconds (the schedule follows).")]
-BatchSize = Annotated[int, typer.Option(help="Items per step.")]
+BatchSize = Annotated[Optional[int], typer.Option(help="Items (lines mode, default 32) or windows (text mode, default 8) per step.", show_default=False)]
 LearningRate = Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the model type's own).")]
 EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of train and val loss.")]
 
@@ -103,7 +103,7 @@ def train(
     type: Annotated[str, typer.Option("--type", "-t", help=f"Model type: {', '.join(models.MODELS)}.")] = "transformer",
     max_steps: MaxSteps = 5000,
     max_seconds: MaxSeconds = None,
-    batch_size: BatchSize = 32,
+    batch_size: BatchSize = None,
     lr: LearningRate = None,
     eval_interval: EvalInterval = 500,
     seed: SeedOpt = 1337,
@@ -363,7 +363,7 @@ def compare(
     types: Annotated[str, typer.Option(help="Comma-separated model types (default: all).")] = ",".join(models.MODELS),
     steps: MaxSteps = 3000,
     max_seconds: Annotated[Optional[float], typer.Option(help="Wall-time budget per type (the schedule follows).")] = None,
-    batch_size: BatchSize = 32,
+    batch_size: BatchSize = None,
     lr: LearningRate = None,
     eval_interval: EvalInterval = 500,
     seed: SeedOpt = 1337,

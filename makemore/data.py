@@ -19,6 +19,7 @@ import statistics
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 from importlib import resources
 from pathlib import Path
 
@@ -140,6 +141,7 @@ class Items:
     y: torch.Tensor
     n_chars: int  # characters in the items plus one end per item: the denominator of bits per character
     _lengths: torch.Tensor | None = None
+    default_batch_size: ClassVar[int] = 32  # items per step
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -177,6 +179,7 @@ class Stream:
     block_size: int
     n_chars: int  # characters of the predicted tokens (all but the first): the denominator of bits per character
     _windows: torch.Tensor | None = field(default=None, repr=False)
+    default_batch_size: ClassVar[int] = 8  # windows per step: many small steps learn fastest in minutes (README)
 
     def __len__(self) -> int:
         """Non-overlapping evaluation windows."""

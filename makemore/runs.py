@@ -18,7 +18,7 @@ import torch
 
 from makemore import checkpoint, data, memory, models
 from makemore.errors import MakemoreError
-from makemore.train import TrainConfig, TrainState, evaluate, train
+from makemore.train import TrainConfig, TrainState, evaluate, resolve, train
 from tokenizer import CharTokenizer, TokenizerError
 from tokenizer.bpe import EOT as BOUNDARY
 from tokenizer import files as tokenizer_files
@@ -132,8 +132,9 @@ class Fitted:
     test_loss: float
 
 
-def model_config(model_type: str, prep: Prepared, options: dict | None, batch_size: int):
+def model_config(model_type: str, prep: Prepared, options: dict | None, batch_size: int | None):
     """The config of a new model for `prep`, its memory need checked before anything is allocated."""
+    batch_size = batch_size or prep.splits["train"].default_batch_size
     config = models.make_config(model_type, prep.tokenizer.vocab_size, prep.block_size, prep.mode, **(options or {}))
     n = memory.count_params(lambda: models.build(model_type, config))
     width = max((v for k, v in vars(config).items() if k.startswith("n_") and isinstance(v, int)), default=64)
@@ -154,8 +155,7 @@ def fit(
     """Train a new `model_type` (default config, or `config` from `model_config`) on `prep`, saving
     the best checkpoint to `out` as training goes."""
     config = config or model_config(model_type, prep, None, cfg.batch_size)
-    if cfg.lr is None:
-        cfg = dataclasses.replace(cfg, lr=models.lookup(model_type)[0].default_lr)
+    cfg = resolve(cfg, models.lookup(model_type)[0], prep.splits["train"])
     torch.manual_seed(cfg.seed)
     model = models.build(model_type, config)
     ckpt = checkpoint.Checkpoint(model_type=model_type, model=model, tokenizer=prep.tokenizer, training={})

@@ -28,7 +28,7 @@ from makemore.errors import MakemoreError
 class TrainConfig:
     max_steps: int = 5000  # optimisation steps
     max_seconds: float | None = None  # wall-time budget; None = steps only
-    batch_size: int = 32  # items per step
+    batch_size: int | None = None  # items or windows per step; None = the data's own default (`default_batch_size`)
     lr: float | None = None  # peak learning rate; None = the model type's `default_lr`
     min_lr_ratio: float = 0.1  # the cosine ends at lr * this
     warmup_steps: int = 100  # linear warm-up from 0
@@ -41,7 +41,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "eval_interval", "eval_items"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise MakemoreError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise MakemoreError(f"--lr {self.lr}: must be a positive number")
@@ -85,6 +85,11 @@ class TrainState:
     @property
     def steps_per_second(self) -> float:
         return self.step / self.elapsed if self.elapsed else 0.0
+
+
+def resolve(cfg: TrainConfig, model_cls: type, train_data: Items | Stream) -> TrainConfig:
+    """`cfg` with its open defaults filled: the model type's learning rate, the data's batch size."""
+    return dataclasses.replace(cfg, lr=cfg.lr or model_cls.default_lr, batch_size=cfg.batch_size or train_data.default_batch_size)
 
 
 def resolve_device(name: str) -> str:
@@ -156,8 +161,7 @@ def train(
     `model` holds the weights of the best evaluation.
     """
     emit = on_event or (lambda event: None)
-    if cfg.lr is None:
-        cfg = dataclasses.replace(cfg, lr=type(model).default_lr)
+    cfg = resolve(cfg, type(model), train_data)
     model.to(cfg.device).train()
     state = state or TrainState()
     state.optimizer = state.optimizer or make_optimizer(model, cfg)

@@ -30,3 +30,22 @@ def in_tmp(tmp_path, monkeypatch):
     """Run in an empty folder, so default outputs (checkpoints/) land there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def toy_prose(n_lines: int = 300, seed: int = 0) -> str:
+    """Running text: sentences of toy words, with commas, full stops and paragraph breaks."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n_lines):
+        words = [" ".join(toy_items(1, rng.randrange(10**6))) for _ in range(rng.randint(4, 9))]
+        lines.append(" ".join(words).capitalize() + rng.choice([".", ",", ";", "!"]))
+        if i % 7 == 6:
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def prose_file(tmp_path):
+    path = tmp_path / "prose.txt"
+    path.write_text(toy_prose(), encoding="utf-8")
+    return path

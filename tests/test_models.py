@@ -25,9 +25,18 @@ def test_logits_have_the_contract_shape(model_type):
         assert model(torch.randint(11, (3, T))).shape == (3, T, 11)
 
 
+def perturbed(model):
+    """Every parameter moved off its initial value: a table that starts at zero (bigram) or a zero
+    start state would hide a leak from the future."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    return model
+
+
 @pytest.mark.parametrize("model_type", TYPES)
 def test_causality_later_tokens_never_change_earlier_logits(model_type):
-    model = make(model_type).eval()
+    model = perturbed(make(model_type)).eval()
     gen = torch.Generator().manual_seed(1)
     idx = torch.randint(11, (4, 12), generator=gen)
     base = model(idx)
@@ -39,10 +48,7 @@ def test_causality_later_tokens_never_change_earlier_logits(model_type):
 
 @pytest.mark.parametrize("model_type", TYPES)
 def test_checkpoint_round_trip_reproduces_logits_exactly(model_type, tmp_path):
-    model = make(model_type).eval()
-    with torch.no_grad():  # move away from init, so the test cannot pass on a fresh model
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
+    model = perturbed(make(model_type)).eval()  # away from init, so the test cannot pass on a fresh model
     tok = CharTokenizer("abcdefghij")
     path = checkpoint.save(checkpoint.Checkpoint(model_type, model, tok, {"step": 3}), tmp_path / "run" / "model.safetensors")
     loaded = checkpoint.load(path)
@@ -67,3 +73,14 @@ def test_learns_the_toy_language(model_type):
     assert before > 2.2
     assert after < 1.1, f"{model_type}: loss {after:.3f} after 300 steps"
     assert result.best_val_loss == pytest.approx(after)
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_causality_test_can_fail(model_type):
+    """The causality check sees a model that peeks one step ahead (its own logits, shifted)."""
+    model = perturbed(make(model_type)).eval()
+    idx = torch.randint(11, (2, 12), generator=torch.Generator().manual_seed(2))
+    changed = idx.clone()
+    changed[:, 5:] = (changed[:, 5:] + 1) % 11
+    peek = lambda x: torch.roll(model(x), -1, dims=1)  # noqa: E731 -- position t sees t + 1
+    assert not torch.allclose(peek(changed)[:, :5], peek(idx)[:, :5], atol=1e-6)

@@ -8,8 +8,10 @@ as tiktoken does; every other str round-trips exactly: decode(encode(s)) == s.
 
 The file format is one JSON object: {"format": "makemore-bpe", "version": 2, "pattern": name,
 "regex": the pattern itself, "merges": [[left, right], ...] in rank order, "special": {token: id},
-"byte_ids": the id of each byte 0..255, or null for byte order}. Version 1 (no byte_ids) is read too.
-`byte_ids` lets imported vocabularies (GPT-2's, cl100k's) give single bytes their own permuted ids.
+"ids": null, or the id each token has outside (bytes in byte order, then the merges)}. Version 1
+(no "ids") is read too. Inside, byte b is token b and merge i makes token 256 + i, always; "ids"
+lets an imported vocabulary (GPT-2's and cl100k's permute the single bytes; a Hugging Face file
+may put special tokens first) keep its own ids, so encoding gives exactly the ids it gives.
 The vocabulary (id -> bytes) is rebuilt from the merges on load, never stored.
 """
 
@@ -56,11 +58,9 @@ def merge(ids: list[int], pair: tuple[int, int], idx: int) -> list[int]:
     return out
 
 
-def build_vocab(merges: list[tuple[int, int]], byte_ids: list[int] | None = None) -> list[bytes]:
-    """id -> bytes, from the 256 bytes (at their ids) and the merges in rank order."""
-    vocab = [b""] * 256
-    for b, i in enumerate(byte_ids or range(256)):
-        vocab[i] = bytes([b])
+def build_vocab(merges: list[tuple[int, int]]) -> list[bytes]:
+    """token -> bytes, from the 256 bytes and the merges in rank order."""
+    vocab = [bytes([i]) for i in range(256)]
     for a, b in merges:
         vocab.append(vocab[a] + vocab[b])
     return vocab
@@ -79,14 +79,16 @@ class BPETokenizer:
     kind = "bpe"
 
     def __init__(self, merges: Iterable[tuple[int, int]], pattern: str = "gpt4", special: dict[str, int] | None = None,
-                 regex_str: str | None = None, byte_ids: list[int] | None = None):
+                 regex_str: str | None = None, ids: list[int] | None = None):
         self.merges = [tuple(m) for m in merges]
         self.pattern = pattern
         self.regex = PATTERNS[pattern] if pattern in PATTERNS else regex_str
         self.special = dict(special or {})
-        self.byte_ids = None if byte_ids is None or list(byte_ids) == list(range(256)) else list(byte_ids)
+        n = 256 + len(self.merges)
+        self.ids = None if ids is None or list(ids) == list(range(n)) else list(ids)  # token -> id outside
         self._check()
-        self.vocab = build_vocab(self.merges, self.byte_ids)
+        self.vocab = build_vocab(self.merges)  # token -> bytes
+        self.id_bytes = dict(zip(self.ids or range(n), self.vocab))  # id -> bytes, for decoding
         self.ranks = {pair: 256 + i for i, pair in enumerate(self.merges)}  # pair -> the id it makes
         self._split = compile_split(self.regex)
         self._special_re = (
@@ -100,16 +102,20 @@ class BPETokenizer:
         for i, pair in enumerate(self.merges):
             if len(pair) != 2 or not all(type(x) is int and 0 <= x < 256 + i for x in pair):
                 raise TokenizerError(f"merge {i} is {list(pair)}: each merge must join two ids made before it")
-        if self.byte_ids is not None and sorted(x if type(x) is int else -1 for x in self.byte_ids) != list(range(256)):
-            raise TokenizerError("byte_ids must give each of the 256 bytes a different id from 0 to 255")
         n = 256 + len(self.merges)
+        if self.ids is not None:
+            if len(self.ids) != n or not all(type(x) is int and x >= 0 for x in self.ids):
+                raise TokenizerError(f"ids must list {n} non-negative integers: one for each byte and merge")
+            if len(set(self.ids)) != n:
+                raise TokenizerError("ids: two tokens share one id")
         for token, i in self.special.items():
             if not isinstance(token, str) or not token:
                 raise TokenizerError(f"special token {token!r}: must be a non-empty string")
-            if type(i) is not int or i < n:
-                raise TokenizerError(f"special token {token!r} has id {i!r}; special ids are integers after the merges ({n} or more)")
-        if len(set(self.special.values())) != len(self.special):
-            raise TokenizerError("two special tokens share one id")
+            if type(i) is not int or i < 0:
+                raise TokenizerError(f"special token {token!r} has id {i!r}; ids are non-negative integers")
+        taken = set(self.ids or range(n))
+        if len(set(self.special.values())) != len(self.special) or taken & set(self.special.values()):
+            raise TokenizerError("a special token's id is taken by another token")
         if self.regex is None and self.pattern != "none":
             raise TokenizerError(f"unknown pattern {self.pattern!r}")
         if self.regex is not None:
@@ -119,7 +125,8 @@ class BPETokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return max([256 + len(self.merges) - 1, *self.special.values()]) + 1
+        """One more than the largest id (imported vocabularies may leave ids unused)."""
+        return max([*(self.ids or [255 + len(self.merges)]), *self.special.values()]) + 1
 
     @property
     def eot_id(self) -> int:
@@ -167,13 +174,15 @@ class BPETokenizer:
         if len(cache) + len(missing) > CACHE_SIZE:
             cache.clear()  # a crude bound on memory; the cache refills from the text at hand
             missing = set(chunks)
+        outside = self.ids
         for chunk in missing:
-            cache[chunk] = self._encode_chunk(chunk.encode("utf-8"))
+            tokens = self._encode_chunk(chunk.encode("utf-8"))
+            cache[chunk] = tokens if outside is None else [outside[t] for t in tokens]
         return list(chain.from_iterable(map(cache.__getitem__, chunks)))  # no Python-level loop per chunk
 
     def _encode_chunk(self, data: bytes) -> list[int]:
         """Merge the lowest-ranked pair present until none is left (a pair's rank is the id it makes)."""
-        ids = list(data) if self.byte_ids is None else [self.byte_ids[b] for b in data]
+        ids = list(data)
         get = self.ranks.get
         while len(ids) >= 2:
             made = [get(pair, NO_MERGE) for pair in zip(ids, ids[1:])]  # the id each adjacent pair would make
@@ -189,11 +198,13 @@ class BPETokenizer:
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         parts = []
-        n = 256 + len(self.merges)
         for i in ids:
-            if isinstance(i, bool) or not isinstance(i, int) or not (0 <= i < n or i in self._inverse_special):
-                raise TokenizerError(f"token id {i!r} is outside the vocabulary (0..{self.vocab_size - 1})")
-            parts.append(self.vocab[i] if i < n else self._inverse_special[i])
+            piece = self.id_bytes.get(i) if type(i) is int else None
+            if piece is None:
+                piece = self._inverse_special.get(i) if type(i) is int else None
+                if piece is None:
+                    raise TokenizerError(f"token id {i!r} is outside the vocabulary (0..{self.vocab_size - 1})")
+            parts.append(piece)
         return b"".join(parts)
 
     def decode(self, ids: Iterable[int], strict: bool = False) -> str:
@@ -214,7 +225,7 @@ class BPETokenizer:
         return {
             "type": self.kind, "format": FORMAT, "version": VERSION, "pattern": self.pattern,
             "regex": self.regex, "merges": [list(m) for m in self.merges], "special": self.special,
-            "byte_ids": self.byte_ids,
+            "ids": self.ids,
         }
 
     @classmethod
@@ -227,7 +238,7 @@ class BPETokenizer:
         try:
             if not isinstance(d["merges"], list) or not isinstance(d.get("special") or {}, dict):
                 raise TypeError("merges must be a list and special an object")
-            return cls(d["merges"], d["pattern"], d.get("special") or {}, d.get("regex"), d.get("byte_ids"))
+            return cls(d["merges"], d["pattern"], d.get("special") or {}, d.get("regex"), d.get("ids"))
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, TokenizerError):
                 raise

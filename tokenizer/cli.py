@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 import tokenizer as tk
+from tokenizer import imports
 from tokenizer.cliutil import clean_errors, print_json, stderr
 from tokenizer.errors import TokenizerError
 from tokenizer.export import FORMATS, WHOLE_TEXT, export as export_tokenizer
@@ -167,11 +168,11 @@ def stats(
         counts.update(tok.encode_ordinary(block))
         n_bytes += len(block.encode("utf-8"))
     n_tokens = sum(counts.values())
-    longest = sorted(range(256 + len(tok.merges)), key=lambda i: (-len(tok.vocab[i]), i))[:top]
+    longest = sorted(tok.id_bytes, key=lambda i: (-len(tok.id_bytes[i]), i))[:top]
     result = {
         "corpus": str(corpus), "tokens": n_tokens, "bytes": n_bytes, "bytes_per_token": n_bytes / max(n_tokens, 1),
         "vocab_size": tok.vocab_size, "vocab_used": len(counts), "vocab_used_share": len(counts) / tok.vocab_size,
-        "longest": [{"id": i, "piece": tok.id_to_piece(i), "bytes": len(tok.vocab[i])} for i in longest],
+        "longest": [{"id": i, "piece": tok.id_to_piece(i), "bytes": len(tok.id_bytes[i])} for i in longest],
     }
     if json:
         print_json(result)
@@ -200,6 +201,37 @@ def export(
         stderr.print(f"use with tiktoken.Encoding(name, pat_str={tok.regex or WHOLE_TEXT!r}, "
                      f"mergeable_ranks=tiktoken.load.load_tiktoken_bpe({str(path)!r}), special_tokens={tok.special!r})",
                      markup=False, soft_wrap=True)
+
+
+@app.command("import")
+@clean_errors()
+def import_(
+    name: Annotated[Optional[str], typer.Argument(help="A tiktoken encoding to load through tiktoken: gpt2, r50k_base, cl100k_base, ...", show_default=False)] = None,
+    tiktoken_file: Annotated[Optional[Path], typer.Option("--tiktoken", help="A tiktoken rank file (base64 token and rank per line).")] = None,
+    huggingface: Annotated[Optional[Path], typer.Option(help="A Hugging Face byte-level BPE tokenizer.json.")] = None,
+    pattern: Annotated[str, typer.Option(help=f"With --tiktoken: the pre-split pattern ({', '.join(PATTERNS)}).")] = "gpt4",
+    special: Annotated[list[str], typer.Option(help="With --tiktoken: a special token as TOKEN=ID; repeatable.")] = [],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the tokenizer.")] = Path("tokenizer.json"),
+    json: JsonOpt = False,
+):
+    """Turn a tiktoken rank file, a Hugging Face tokenizer.json or a named tiktoken encoding into a tokenizer file."""
+    given = [x for x in (name, tiktoken_file, huggingface) if x is not None]
+    if len(given) != 1:
+        raise TokenizerError("give exactly one of: a NAME, --tiktoken FILE, --huggingface FILE")
+    check_output(output, "tokenizer file", inputs=[tiktoken_file, huggingface])
+    if tiktoken_file is not None:
+        tok = imports.import_tiktoken(tiktoken_file, pattern, special)
+    elif huggingface is not None:
+        tok = imports.import_huggingface(huggingface)
+    else:
+        tok = imports.import_named(name)
+    tok.save(output)
+    summary = {"output": str(output), "vocab_size": tok.vocab_size, "merges": len(tok.merges), "special": tok.special,
+               "pattern": tok.pattern}
+    if json:
+        print_json(summary)
+    else:
+        out.print(f"wrote {output}: {len(tok.merges)} merges, {len(tok.special)} special tokens, pattern {tok.pattern}")
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ WHOLE_TEXT = r"[\s\S]+"  # the pattern "none" as a regex, for libraries that nee
 
 def check_unique(tok: BPETokenizer) -> None:
     seen: dict[bytes, int] = {}
-    for i, b in enumerate(tok.vocab):
+    for i, b in sorted(tok.id_bytes.items()):
         if b in seen:
             raise TokenizerError(f"tokens {seen[b]} and {i} have the same bytes {b!r}; this format cannot hold both")
         seen[b] = i
@@ -34,7 +34,7 @@ def check_unique(tok: BPETokenizer) -> None:
 def tiktoken_ranks(tok: BPETokenizer) -> str:
     """tiktoken's rank file: one line per token, its bytes in base64 and its rank (= our id)."""
     check_unique(tok)
-    return "".join(f"{base64.b64encode(b).decode('ascii')} {i}\n" for i, b in enumerate(tok.vocab))
+    return "".join(f"{base64.b64encode(b).decode('ascii')} {i}\n" for i, b in sorted(tok.id_bytes.items()))
 
 
 def byte_to_unicode() -> dict[int, str]:
@@ -60,8 +60,8 @@ def huggingface_json(tok: BPETokenizer) -> dict:
     check_unique(tok)
     to_str = byte_to_unicode()
 
-    def piece(i: int) -> str:
-        return "".join(to_str[b] for b in tok.vocab[i])
+    def piece(token: int) -> str:  # a token (bytes in byte order, then the merges) as GPT-2's printable string
+        return "".join(to_str[b] for b in tok.vocab[token])
 
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
     pre = [{"type": "Split", "pattern": {"Regex": onig_regex(tok.regex)}, "behavior": "Isolated", "invert": False}] if tok.regex else []
@@ -80,7 +80,7 @@ def huggingface_json(tok: BPETokenizer) -> dict:
         "model": {
             "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
             "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-            "vocab": {piece(i): i for i in range(len(tok.vocab))},
+            "vocab": {piece(t): i for t, i in enumerate(tok.ids or range(len(tok.vocab)))},
             "merges": [[piece(a), piece(b)] for a, b in tok.merges],
         },
     }

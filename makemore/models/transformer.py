@@ -92,8 +92,17 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+def gpt2_init(module: nn.Module) -> None:
+    """GPT-2's initialisation: N(0, 0.02) weights and embeddings, zero biases (torch's defaults give
+    embeddings of unit size, which the small residual stream then has to unlearn)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 class Transformer(LanguageModel):
-    default_lr = 1e-3  # peak learning rate when --lr is not given
+    default_lr = 2e-3  # peak learning rate when --lr is not given
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -103,6 +112,10 @@ class Transformer(LanguageModel):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.vocab_size)
+        self.apply(gpt2_init)
+        for block in self.blocks:  # residual projections scaled by depth (Radford et al. 2019, section 2.3)
+            for proj in (block.attn.proj, block.mlp[2]):
+                nn.init.normal_(proj.weight, std=0.02 / (2 * config.n_layer) ** 0.5)
 
     @property
     def max_context(self) -> int:

@@ -1,0 +1,186 @@
+"""Import other libraries' byte-level BPE vocabularies as this project's tokenizer.
+
+- A tiktoken rank file: one line per token, its bytes in base64 and its rank. tiktoken encodes by
+  merging, again and again, the adjacent pair whose joined bytes have the lowest rank. Each token
+  of two or more bytes is recovered as the merge of the two tokens that this very process, run on
+  its bytes with only lower ranks allowed, leaves (minbpe's way); merges are in rank order and every
+  token keeps its rank as its id, so encoding gives tiktoken's ids. The file holds no pattern and no
+  special tokens: name them (`--pattern`, `--special TOKEN=ID`).
+- A Hugging Face `tokenizer.json` of a byte-level BPE (GPT-2's byte-to-character table, no
+  normaliser): its merges, ids, pre-split regex and added tokens.
+- A named tiktoken encoding (gpt2, cl100k_base, ...), through tiktoken, where it can load it.
+Vocabularies that are not byte-level BPE (WordPiece, Unigram, a normaliser, byte fallback) are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from pathlib import Path
+
+from tokenizer.bpe import BPETokenizer
+from tokenizer.errors import TokenizerError
+from tokenizer.export import byte_to_unicode, onig_regex
+from tokenizer.files import decode_text, read_input
+from tokenizer.patterns import PATTERNS
+
+
+def pattern_name(regex_str: str | None) -> tuple[str, str | None]:
+    """A regex as (name, regex): one of ours by name when it is (also as our Hugging Face export
+    writes it), else "custom"."""
+    for name, known in PATTERNS.items():
+        if regex_str in (known, known and onig_regex(known)):
+            return name, known
+    return "custom", regex_str
+
+
+def recover_pair(token: bytes, ranks: dict[bytes, int]) -> tuple[bytes, bytes]:
+    """The two tokens that lowest-rank-first merging of `token`'s bytes, below its own rank, ends with."""
+    limit = ranks[token]
+    parts = [bytes([b]) for b in token]
+    while len(parts) > 2:
+        best, at = limit, -1
+        for i in range(len(parts) - 1):
+            r = ranks.get(parts[i] + parts[i + 1])
+            if r is not None and r < best:
+                best, at = r, i
+        if at < 0:
+            break
+        parts[at : at + 2] = [parts[at] + parts[at + 1]]
+    if len(parts) != 2:
+        raise TokenizerError(f"token {token!r} (rank {limit}) cannot be made by merging two lower-ranked tokens")
+    return parts[0], parts[1]
+
+
+def from_ranks(ranks: dict[bytes, int], regex_str: str | None, special: dict[str, int], name: str) -> BPETokenizer:
+    """A tokenizer from token bytes -> rank (= id), as tiktoken's `mergeable_ranks`."""
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing:
+        raise TokenizerError(f"{name}: byte 0x{missing[0]:02x} has no token; a byte-level BPE has all 256 bytes")
+    if len(set(ranks.values())) != len(ranks):
+        raise TokenizerError(f"{name}: two tokens share one rank")
+    merged = sorted((r, t) for t, r in ranks.items() if len(t) > 1)
+    token_of = {bytes([b]): b for b in range(256)}  # bytes -> token (bytes in byte order, then the merges)
+    merges = []
+    for r, t in merged:
+        a, b = recover_pair(t, ranks)
+        merges.append((token_of[a], token_of[b]))
+        token_of[t] = 255 + len(merges)
+    ids = [ranks[bytes([b])] for b in range(256)] + [r for r, _ in merged]
+    pattern, regex_str = pattern_name(regex_str)
+    return BPETokenizer(merges, pattern, special, regex_str, ids)
+
+
+def read_tiktoken_file(path: str | Path) -> dict[bytes, int]:
+    text = decode_text(read_input(path, "rank file", limit=1 << 30), str(path))
+    ranks = {}
+    for k, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            token, rank = line.split()
+            ranks[base64.b64decode(token, validate=True)] = int(rank)
+        except (ValueError, binascii.Error):
+            raise TokenizerError(f"{path}: line {k} is not '<base64 token> <rank>'") from None
+    if not ranks:
+        raise TokenizerError(f"{path}: empty rank file")
+    return ranks
+
+
+def parse_special(items: list[str]) -> dict[str, int]:
+    special = {}
+    for item in items:
+        token, eq, i = item.rpartition("=")
+        if not eq or not token or not i.isdigit():
+            raise TokenizerError(f"--special {item!r}: expected TOKEN=ID, such as '<|endoftext|>=50256'")
+        special[token] = int(i)
+    return special
+
+
+def import_tiktoken(path: str | Path, pattern: str, special: list[str]) -> BPETokenizer:
+    if pattern not in PATTERNS:
+        raise TokenizerError(f"unknown pattern {pattern!r}; choose one of: {', '.join(PATTERNS)}")
+    return from_ranks(read_tiktoken_file(path), PATTERNS[pattern], parse_special(special), str(path))
+
+
+def import_named(name: str) -> BPETokenizer:
+    """A tiktoken encoding by name, through tiktoken (its cache, or the network)."""
+    try:
+        import tiktoken
+    except ImportError:
+        raise TokenizerError(f"{name}: tiktoken is not installed (pip install tiktoken); or pass its rank file with --tiktoken FILE") from None
+    try:
+        enc = tiktoken.get_encoding(name)
+    except Exception as e:  # noqa: BLE001 -- unknown name, no cache and no network: all one message
+        first = type(e).__name__ + (f": {str(e).splitlines()[0][:100]}" if str(e) else "")
+        raise TokenizerError(f"{name}: tiktoken cannot load it ({first}); pass its rank file with --tiktoken FILE") from None
+    return from_ranks(enc._mergeable_ranks, enc._pat_str, dict(enc._special_tokens), name)
+
+
+def import_huggingface(path: str | Path) -> BPETokenizer:
+    name = str(path)
+    try:
+        d = json.loads(read_input(path, "tokenizer.json", limit=1 << 30))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise TokenizerError(f"{name}: not a tokenizer.json (not valid JSON)") from None
+    model = d.get("model") if isinstance(d, dict) else None
+    if not isinstance(model, dict) or model.get("type") != "BPE":
+        raise TokenizerError(f"{name}: not a BPE tokenizer.json (model type {model.get('type') if isinstance(model, dict) else None!r})")
+    if d.get("normalizer") is not None or model.get("byte_fallback") or model.get("continuing_subword_prefix") \
+            or model.get("end_of_word_suffix"):
+        raise TokenizerError(f"{name}: only plain byte-level BPE imports (no normaliser, byte fallback or word affixes)")
+    regex_str = hf_pattern(d.get("pre_tokenizer"), name)
+    to_byte = {c: b for b, c in byte_to_unicode().items()}
+
+    def as_bytes(piece: str) -> bytes:
+        try:
+            return bytes(to_byte[c] for c in piece)
+        except KeyError:
+            raise TokenizerError(f"{name}: token {piece!r} is not in GPT-2's byte-level alphabet") from None
+
+    vocab = {as_bytes(p): i for p, i in model.get("vocab", {}).items()}
+    merges = [m.split(" ") if isinstance(m, str) else m for m in model.get("merges", [])]
+    ranks = {t: i for t, i in vocab.items() if len(t) == 1}
+    if len(ranks) != 256:
+        raise TokenizerError(f"{name}: {256 - len(ranks)} of the 256 bytes have no token; a byte-level BPE has all of them")
+    token_of = {bytes([b]): b for b in range(256)}
+    pairs, ids = [], [vocab[bytes([b])] for b in range(256)]
+    for k, m in enumerate(merges):
+        if len(m) != 2:
+            raise TokenizerError(f"{name}: merge {k} is {m!r}, not a pair")
+        a, b = as_bytes(m[0]), as_bytes(m[1])
+        if a not in token_of or b not in token_of or a + b not in vocab or a + b in token_of:
+            raise TokenizerError(f"{name}: merge {k} {m!r} joins tokens not made before it")
+        pairs.append((token_of[a], token_of[b]))
+        token_of[a + b] = 255 + len(pairs)
+        ids.append(vocab[a + b])
+    special = {t["content"]: t["id"] for t in d.get("added_tokens") or [] if isinstance(t, dict)}
+    pattern, regex_str = pattern_name(regex_str)
+    return BPETokenizer(pairs, pattern, special, regex_str, ids)
+
+
+# What Hugging Face's ByteLevel(use_regex=True) splits with (GPT-2's original regex; tiktoken's r50k
+# differs from it only in a `\s++$` alternative).
+GPT2_BYTELEVEL = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def hf_pattern(pre, name: str) -> str | None:
+    """The pre-split regex of a byte-level pre-tokenizer: a Split (isolated) then ByteLevel, or ByteLevel alone."""
+    steps = pre.get("pretokenizers", []) if isinstance(pre, dict) and pre.get("type") == "Sequence" else [pre]
+    regex_str, byte_level = None, False
+    for step in steps:
+        kind = step.get("type") if isinstance(step, dict) else None
+        if kind == "Split" and isinstance(step.get("pattern"), dict) and "Regex" in step["pattern"] \
+                and step.get("behavior") == "Isolated" and not step.get("invert"):
+            regex_str = step["pattern"]["Regex"]
+        elif kind == "ByteLevel" and not step.get("add_prefix_space"):
+            byte_level = True
+            if step.get("use_regex", True):
+                regex_str = regex_str or GPT2_BYTELEVEL
+        else:
+            raise TokenizerError(f"{name}: pre-tokenizer {kind!r} (with these options) is not supported; "
+                                 f"byte-level BPE needs a regex Split and ByteLevel without a prefix space")
+    if not byte_level:
+        raise TokenizerError(f"{name}: no ByteLevel pre-tokenizer: not a byte-level BPE")
+    return regex_str
