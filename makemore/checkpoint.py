@@ -26,7 +26,9 @@ from makemore.errors import MakemoreError
 
 FORMAT = "makemore"
 FORMAT_VERSION = 1
-FILENAME = "model.safetensors"
+FILENAME = "model.safetensors"  # the best weights by val loss: what sample, eval and info read
+LAST = "last.safetensors"  # the latest weights plus the training state: what --resume reads
+STATE = "trainstate."  # prefix of the training state's tensors in LAST (ignored when loading a model)
 DEFAULT_DIR = Path("checkpoints")
 
 
@@ -39,8 +41,9 @@ class Checkpoint:
     path: Path | None = None
 
 
-def save(ckpt: Checkpoint, path: str | Path) -> Path:
-    """Write `ckpt` to `path` atomically; returns the path written."""
+def save(ckpt: Checkpoint, path: str | Path, weights: dict | None = None, state: tuple[dict, dict] | None = None) -> Path:
+    """Write `ckpt` to `path` atomically (its model's weights, or `weights`; and with `state`, the
+    training state's tensors and JSON from `state_entries`); returns the path written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
@@ -51,9 +54,54 @@ def save(ckpt: Checkpoint, path: str | Path) -> Path:
         "tokenizer": json.dumps(ckpt.tokenizer.to_dict()),
         "training": json.dumps(ckpt.training),
     }
-    tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in (weights or ckpt.model.state_dict()).items()}
+    if state is not None:
+        tensors |= state[0]
+        metadata["train_state"] = json.dumps(state[1])
     write_atomic(path, st_save(tensors, metadata))
     return path
+
+
+def state_entries(state) -> tuple[dict, dict]:
+    """A `TrainState` as tensors (optimizer moments, RNG states) and JSON (counters, param groups)."""
+    opt = state.optimizer.state_dict()
+    tensors = {f"{STATE}rng.batch": state.generator.get_state(), f"{STATE}rng.torch": state.torch_rng}
+    for i, entry in opt["state"].items():
+        for key, value in entry.items():
+            tensors[f"{STATE}opt.{i}.{key}"] = value.detach().cpu().contiguous()
+    info = {"step": state.step, "best_val_loss": state.best_val_loss, "best_step": state.best_step,
+            "elapsed": state.elapsed, "evals_since_best": state.evals_since_best,
+            "param_groups": opt["param_groups"]}
+    return tensors, info
+
+
+def load_state(path: str | Path, model: nn.Module, make_optimizer, best_weights: dict):
+    """The training state saved in `path` (a LAST file) for `model`, whose weights it also loads."""
+    from makemore.train import TrainState
+
+    path = Path(path)
+    data = read_input(path, "checkpoint", limit=1 << 34)
+    meta = read_header(data, str(path)).get("__metadata__") or {}
+    try:
+        tensors = st_load(data)
+        info = json.loads(meta["train_state"])
+        model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(STATE)})
+        opt = make_optimizer(model)
+        entries: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith(f"{STATE}opt."):
+                i, name = key[len(STATE) + 4 :].split(".", 1)
+                entries.setdefault(int(i), {})[name] = value
+        groups = [g | {"betas": tuple(g["betas"])} for g in info["param_groups"]]
+        opt.load_state_dict({"state": entries, "param_groups": groups})
+        gen = torch.Generator()
+        gen.set_state(tensors[f"{STATE}rng.batch"])
+        state = TrainState(step=info["step"], best_val_loss=info["best_val_loss"], best_step=info["best_step"],
+                           elapsed=info["elapsed"], evals_since_best=info["evals_since_best"], optimizer=opt,
+                           generator=gen, torch_rng=tensors[f"{STATE}rng.torch"], best_weights=best_weights)
+    except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError, json.JSONDecodeError) as e:
+        raise MakemoreError(f"{path}: damaged training state ({type(e).__name__}: {e}); start again with --overwrite") from None
+    return state
 
 
 def read_header(data: bytes, name: str) -> dict:
@@ -141,7 +189,7 @@ def load(path: str | Path, device: str = "cpu") -> Checkpoint:
         n = memory.count_params(lambda: models.build(model_type, config))
         memory.require(4 * n, f"its {model_type} of {n:,} parameters", "is the checkpoint damaged?")
         model = models.build(model_type, config)
-        model.load_state_dict(tensors)
+        model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(STATE)})
     except MakemoreError as e:
         raise MakemoreError(f"{path}: damaged checkpoint metadata ({e})") from None
     except (KeyError, TypeError, ValueError, RuntimeError, RecursionError, tokenizers.TokenizerError) as e:
@@ -152,7 +200,7 @@ def load(path: str | Path, device: str = "cpu") -> Checkpoint:
 
 def latest(root: str | Path = DEFAULT_DIR) -> Path:
     """The most recently written checkpoint anywhere under `root` (runs of `compare` lie one level deeper)."""
-    found = sorted(Path(root).rglob(FILENAME), key=lambda p: p.stat().st_mtime)
+    found = sorted(Path(root).rglob(FILENAME), key=lambda p: p.stat().st_mtime)  # never LAST: the best model is sampled
     if not found:
         raise MakemoreError(f"no checkpoint in {root}/; train one first (makemore train) or name one with --checkpoint")
     return found[-1]

@@ -4,6 +4,9 @@ options, calls one library function and renders the result; errors become one li
 from __future__ import annotations
 
 import codecs
+import io
+import signal
+import threading
 
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,12 +17,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 from rich.text import Text
 
-from makemore import checkpoint, models, runs
+import torch
+
+from makemore import checkpoint, distributed, models, runs
 from makemore import compare as comparison
 from makemore.errors import MakemoreError
 from makemore import sample as generate
 from makemore.sample import Sampling
-from makemore.train import Eval, Step, TrainConfig, resolve_device
+from makemore.train import Diverged, Eval, Step, TrainConfig, resolve_device
 from tokenizer import cli as tokenizer_cli
 from tokenizer.cliutil import clean_errors, print_json, stderr
 from tokenizer.files import check_folder, check_output, decode_text, read_input, read_stdin
@@ -100,8 +105,8 @@ def check_run_folder(folder: Path, inputs: list) -> Path:
 @clean_errors(MakemoreError)
 def train(
     data: DataFile = None,
-    type: Annotated[str, typer.Option("--type", "-t", help=f"Model type: {', '.join(models.MODELS)}.")] = "transformer",
-    max_steps: MaxSteps = 5000,
+    type: Annotated[Optional[str], typer.Option("--type", "-t", help=f"Model type: {', '.join(models.MODELS)} (default transformer).", show_default=False)] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Optimisation steps (default 5000), counted from the run's start.", show_default=False)] = None,
     max_seconds: MaxSeconds = None,
     batch_size: BatchSize = None,
     lr: LearningRate = None,
@@ -113,32 +118,112 @@ def train(
     tokenizer_path: Annotated[Optional[Path], typer.Option("--tokenizer", help="A BPE tokenizer file (from `tokenizer train`; lines mode needs <|endoftext|>); default: characters.")] = None,
     mode: ModeOpt = "auto",
     block_size: BlockSizeOpt = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its last state (more steps or seconds allowed).")] = None,
+    init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this checkpoint's weights, config and tokenizer.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Start afresh in a run folder that already holds a checkpoint.")] = False,
+    early_stop: Annotated[Optional[int], typer.Option(help="Stop after N evaluations without a better val loss.")] = None,
+    compile: Annotated[bool, typer.Option(help="torch.compile the model (falls back to eager mode where it cannot).")] = False,
+    deterministic: Annotated[bool, typer.Option(help="torch's deterministic algorithms: the same seed gives byte-identical checkpoints.")] = False,
     json: JsonOpt = False,
 ):
     """Train a model on FILE (default: the built-in names) and save the best checkpoint."""
-    models.lookup(type)
-    cfg = TrainConfig(max_steps=max_steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
-                      eval_interval=eval_interval, seed=seed, device=resolve_device(device))
-    options = parse_settings(settings)
-    models.make_config(type, 1, 1, **options)  # reject bad options before reading any data
-    path = check_run_folder(out_dir or checkpoint.DEFAULT_DIR / run_dir(data, type), [data])
-    prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
-    config = runs.model_config(type, prep, options, cfg.batch_size)
-    stderr.print(prep.describe())
-    progress, track = training_progress(stderr)
-    with progress:
-        fitted = runs.fit(type, prep, cfg, path, config, track(type))
+    if resume and (init_from or overwrite or settings or type or tokenizer_path or block_size or mode != "auto"):
+        raise MakemoreError("--resume continues a run with its own arguments; only --max-steps, --max-seconds and --device may change")
+    if init_from and (settings or type or tokenizer_path or block_size):
+        raise MakemoreError("--init-from takes the model type, options, tokenizer and block size from the checkpoint")
+    rank = distributed.from_env(resolve_device(device))
+    dev = distributed.device_for(rank, resolve_device(device))
+    if resume:
+        folder = resume if resume.is_dir() else resume.parent
+        check_run_folder(folder, [])
+        plan = runs.plan_resume(folder, data, max_steps, max_seconds, dev)
+    else:
+        type = type or "transformer"
+        models.lookup(type)
+        cfg = TrainConfig(max_steps=5000 if max_steps is None else max_steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
+                          eval_interval=eval_interval, seed=seed, device=dev, early_stop=early_stop, deterministic=deterministic)
+        options = parse_settings(settings)
+        models.make_config(type, 1, 1, **options)  # reject bad options before reading any data
+        if init_from:
+            plan = runs.plan_init_from(init_from, data, seed, mode, cfg)
+        folder = out_dir or checkpoint.DEFAULT_DIR / run_dir(data, plan.model_type if init_from else type)
+        check_run_folder(folder, [data])
+        if (folder / checkpoint.FILENAME).exists() and not (overwrite or init_from):
+            raise MakemoreError(f"{folder}: already holds a trained model; continue it (--resume {folder}), "
+                                f"start afresh (--overwrite) or train into another --out")
+        if not init_from:
+            prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
+            plan = runs.Plan(type, prep, cfg, config=runs.model_config(type, prep, options, cfg.batch_size))
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+    if rank.main and not resume:
+        for name in (checkpoint.LAST, "metrics.jsonl"):  # a fresh start: no stale state or curves from before
+            (folder / name).unlink(missing_ok=True)
+    say = stderr if rank.main else Console(file=io.StringIO())
+    say.print(plan.prep.describe() + (f"; resuming at step {plan.state.step}" if plan.state else "")
+              + (f"; starting from {plan.origin}" if plan.origin and not plan.state else ""))
+    progress, track = training_progress(say)
+    stop = Signals()
+    try:
+        with stop, progress:
+            fitted = runs.fit(plan.model_type, plan.prep, plan.cfg, folder / checkpoint.FILENAME, plan.config,
+                              track(plan.model_type), model=plan.model, state=plan.state, origin=plan.origin,
+                              should_stop=stop.requested, rank=rank, compile=compile, warn=lambda m: say.print(f"warning: {m}"))
+    except Diverged as e:
+        say.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        distributed.finish(rank)
+    if not rank.main:
+        return
+    if fitted.interrupted:
+        say.print(f"interrupted at step {fitted.result.step}; saved {folder / checkpoint.LAST}; "
+                  f"resume with: makemore train --resume {folder}")
+        raise typer.Exit(stop.exit_code)
     summary = {
-        "checkpoint": str(fitted.checkpoint.path), "type": type, "parameters": models.n_params(fitted.checkpoint.model),
-        "steps": fitted.result.step, "seconds": round(fitted.result.elapsed, 1),
-        "steps_per_second": round(fitted.result.steps_per_second, 1), "best_val_loss": fitted.result.best_val_loss,
-        "test_loss": fitted.test_loss,
+        "checkpoint": str(folder / checkpoint.FILENAME), "type": plan.model_type,
+        "parameters": models.n_params(fitted.checkpoint.model), "steps": fitted.result.step,
+        "seconds": round(fitted.result.elapsed, 1), "steps_per_second": round(fitted.result.steps_per_second, 1),
+        "best_val_loss": fitted.result.best_val_loss, "test_loss": fitted.test_loss,
+        "stopped": fitted.result.stopped, "world_size": rank.world,
+        "global_batch_size": (plan.cfg.batch_size or plan.prep.splits["train"].default_batch_size) * rank.world,
     }
     if json:
         print_json(summary)
     else:
-        out.print(f"saved {summary['checkpoint']}: {type}, {summary['parameters']:,} parameters, "
-                  f"{summary['steps']} steps in {summary['seconds']} s; val {summary['best_val_loss']:.4f}, test {summary['test_loss']:.4f}")
+        out.print(f"saved {summary['checkpoint']}: {plan.model_type}, {summary['parameters']:,} parameters, "
+                  f"{summary['steps']} steps in {summary['seconds']} s; val {summary['best_val_loss']:.4f}, test {summary['test_loss']:.4f}"
+                  + ("" if rank.world == 1 else f"; {rank.world} processes, global batch {summary['global_batch_size']}")
+                  + (" (stopped early: no better val loss)" if fitted.result.stopped == "early-stop" else ""))
+
+
+class Signals:
+    """While active, SIGINT and SIGTERM ask training to stop after the current step (instead of
+    killing it mid-save); `exit_code` is 130 or 143, as the shell reports such a stop."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.previous: dict = {}
+
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signal or signal.SIGINT)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def open_checkpoint(path: Path | None, device: str = "cpu") -> checkpoint.Checkpoint:
@@ -397,12 +482,13 @@ def compare(
     if json:
         print_json([r.summary() for r in sorted(rows, key=lambda r: r.test_loss)])
     else:
-        table = Table(title=f"{prep.name}: {steps} steps" + (f" or {max_seconds:g} s" if max_seconds else "") + " per type; loss in nats/token")
-        for col in ("type", "params", "train", "val", "test", "steps/s", "seconds"):
+        table = Table(title=f"{prep.name} ({prep.mode} mode): {steps} steps" + (f" or {max_seconds:g} s" if max_seconds else "")
+                      + " per type; loss in nats/token")
+        for col in ("type", "params", "train", "val", "test", "bits/char", "steps/s", "seconds"):
             table.add_column(col, justify="left" if col == "type" else "right")
         for r in sorted(rows, key=lambda r: r.test_loss):
             table.add_row(r.type, f"{r.parameters:,}", f"{r.train_loss:.4f}", f"{r.val_loss:.4f}", f"{r.test_loss:.4f}",
-                          f"{r.steps_per_second:.1f}", f"{r.seconds:.1f}")
+                          f"{r.test_bits_per_char:.4f}", f"{r.steps_per_second:.1f}", f"{r.seconds:.1f}")
         out.print(table)
     stderr.print(f"wrote {table_path}" + (f" and {png_path}" if png_path else ""))
     if png_path is None:

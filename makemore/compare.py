@@ -26,6 +26,7 @@ class Row:
     train_loss: float
     val_loss: float
     test_loss: float
+    test_bits_per_char: float
     steps: int
     ms_per_step: float  # median
     seconds: float  # wall time, evaluations included
@@ -84,7 +85,7 @@ def compare(
         best = next(e for e in fitted.result.history if e.step == fitted.result.best_step)
         rows.append(Row(
             type=name, parameters=models.n_params(fitted.checkpoint.model), train_loss=best.train_loss,
-            val_loss=best.val_loss, test_loss=fitted.test_loss, steps=final.step, ms_per_step=timer.median_ms,
+            val_loss=best.val_loss, test_loss=fitted.test_loss, test_bits_per_char=fitted.test_bits_per_char, steps=final.step, ms_per_step=timer.median_ms,
             seconds=fitted.result.elapsed, curve=timer.curve,
         ))
     return rows
@@ -92,12 +93,12 @@ def compare(
 
 def markdown(rows: list[Row]) -> str:
     lines = [
-        "| type | parameters | train loss | val loss | test loss | steps | steps/s | ms/step | wall time (s) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| type | parameters | train loss | val loss | test loss | test bits/char | steps | steps/s | ms/step | wall time (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in sorted(rows, key=lambda r: r.test_loss):
         lines.append(
-            f"| {r.type} | {r.parameters:,} | {r.train_loss:.4f} | {r.val_loss:.4f} | {r.test_loss:.4f} | "
+            f"| {r.type} | {r.parameters:,} | {r.train_loss:.4f} | {r.val_loss:.4f} | {r.test_loss:.4f} | {r.test_bits_per_char:.4f} | "
             f"{r.steps} | {r.steps_per_second:.1f} | {r.ms_per_step:.2f} | {r.seconds:.1f} |"
         )
     return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ measured on, from its data record; `evaluate_file` measures a checkpoint on any 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ import torch
 
 from makemore import checkpoint, data, memory, models
 from makemore.errors import MakemoreError
-from makemore.train import TrainConfig, TrainState, evaluate, resolve, train
+from makemore.distributed import SINGLE, Rank
+from makemore.train import Eval, Step, TrainConfig, TrainState, evaluate, loss_fn, make_optimizer, resolve, train
 from tokenizer import CharTokenizer, TokenizerError
 from tokenizer.bpe import EOT as BOUNDARY
 from tokenizer import files as tokenizer_files
@@ -64,12 +66,13 @@ def choose_mode(mode: str, text: str) -> tuple[str, str]:
 
 
 def prepare(path: str | Path | None, seed: int = 1337, tokenizer_path: str | Path | None = None, mode: str = "auto",
-            block_size: int | None = None) -> Prepared:
+            block_size: int | None = None, tok=None) -> Prepared:
     """Read `path` (None: the built-in names), pick its mode, split it by `seed`, encode every split
-    once, with the tokenizer at `tokenizer_path` (default: the file's characters)."""
+    once, with `tok` or the tokenizer at `tokenizer_path` (default: the file's characters)."""
     if block_size is not None and not 1 <= block_size <= MAX_BLOCK_SIZE:
         raise MakemoreError(f"--block-size {block_size}: must be from 1 to {MAX_BLOCK_SIZE:,}")
-    tok = load_tokenizer(tokenizer_path) if tokenizer_path else None
+    tok = load_tokenizer(tokenizer_path) if tokenizer_path else tok
+    tokenizer_path = tokenizer_path or "the model's tokenizer"
     src = data.read_source(path)
     mode, reason = choose_mode(mode, src.text)
     if mode == "lines" and tok is not None and BOUNDARY not in getattr(tok, "special", {}):
@@ -88,7 +91,12 @@ def _prepare_lines(src: data.Source, seed: int, tok, reason: str, block_size: in
     if len(items) < data.MIN_ITEMS:
         raise MakemoreError(f"{src.name}: only {len(items)} items; need at least {data.MIN_ITEMS} lines to train on")
     tok = tok or CharTokenizer.from_items(items)
-    ids = [tok.encode(s) for s in items]
+    ids = []
+    for item, number in zip(items, numbers):
+        try:
+            ids.append(tok.encode(item))
+        except TokenizerError as e:
+            raise MakemoreError(f"{src.name}: line {number}: {e}") from None
     longest = max(range(len(ids)), key=lambda i: len(ids[i]))
     limit = block_size - 1 if block_size else data.MAX_ITEM_TOKENS
     if len(ids[longest]) > limit:
@@ -106,6 +114,10 @@ def _prepare_lines(src: data.Source, seed: int, tok, reason: str, block_size: in
 
 def _prepare_text(src: data.Source, seed: int, tok, reason: str, block_size: int) -> Prepared:
     tok = tok or CharTokenizer.from_items([src.text])
+    unknown = getattr(tok, "first_unknown", lambda text: None)(src.text)
+    if unknown is not None:
+        line = src.text.count("\n", 0, unknown) + 1
+        raise MakemoreError(f"{src.name}: line {line}: character {src.text[unknown]!r} is not in the tokenizer's vocabulary")
     parts = data.split_text(src.text)
     splits = {k: data.encode_stream(v, tok, block_size) for k, v in parts.items()}
     n_train = len(splits["train"].tokens)
@@ -129,7 +141,12 @@ def load_tokenizer(path: str | Path):
 class Fitted:
     checkpoint: checkpoint.Checkpoint
     result: TrainState
-    test_loss: float
+    test_loss: float | None  # None when training was interrupted
+    test_bits_per_char: float | None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.result.stopped == "interrupted"
 
 
 def model_config(model_type: str, prep: Prepared, options: dict | None, batch_size: int | None):
@@ -144,6 +161,54 @@ def model_config(model_type: str, prep: Prepared, options: dict | None, batch_si
     return config
 
 
+class MetricsLog:
+    """Appends one JSON line per evaluation, and per `every` steps, to a run's metrics.jsonl."""
+
+    def __init__(self, path: Path, every: int):
+        self.path, self.every = path, max(1, every)
+        self.tokens, self.since = 0, None
+
+    def __call__(self, event: Step | Eval) -> None:
+        if isinstance(event, Step):
+            self.tokens += event.tokens
+            if event.step % self.every:
+                return
+            seconds = event.elapsed - (self.since if self.since is not None else event.elapsed - 1e-9)
+            row = {"step": event.step, "train_loss": event.loss, "lr": event.lr, "grad_norm": event.grad_norm,
+                   "tokens_per_s": self.tokens / seconds if self.since is not None else None, "wall": event.elapsed}
+            self.tokens, self.since = 0, event.elapsed
+        else:
+            row = {"step": event.step, "eval_train_loss": event.train_loss, "val_loss": event.val_loss, "wall": event.elapsed}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(finite(row)) + "\n")
+
+
+def finite(row: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
+def remove_stale_temp_files(folder: Path) -> None:
+    """Temporary files a killed save left behind (`.model.safetensors.XXXX.tmp`)."""
+    if folder.is_dir():
+        for name in (checkpoint.FILENAME, checkpoint.LAST):
+            for tmp in folder.glob(f".{name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def compiled_forward(model, data, warn: Callable[[str], None]):
+    """`torch.compile(model)`, tried on one small batch; on any failure a warning and None (eager)."""
+    try:
+        compiled = torch.compile(model)
+        x, y = data.batch(2, torch.Generator().manual_seed(0))
+        loss_fn(compiled(x), y).backward()
+        model.zero_grad(set_to_none=True)
+        return compiled
+    except Exception as e:  # noqa: BLE001 -- no compiler, unsupported platform: any failure means eager
+        model.zero_grad(set_to_none=True)
+        warn(f"--compile: torch.compile does not work here ({type(e).__name__}); training in eager mode")
+        return None
+
+
 def fit(
     model_type: str,
     prep: Prepared,
@@ -151,37 +216,64 @@ def fit(
     out: Path,
     config=None,
     on_event: Callable | None = None,
+    *,
+    model: torch.nn.Module | None = None,
+    state: TrainState | None = None,
+    origin: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    rank: Rank = SINGLE,
+    compile: bool = False,
+    warn: Callable[[str], None] = lambda message: None,
 ) -> Fitted:
-    """Train a new `model_type` (default config, or `config` from `model_config`) on `prep`, saving
-    the best checkpoint to `out` as training goes."""
-    config = config or model_config(model_type, prep, None, cfg.batch_size)
+    """Train `model_type` on `prep` and save the best checkpoint to `out` as training goes, and at
+    the end `last.safetensors` (latest weights and training state) beside it.
+
+    A fresh model comes from `config` (default: the type's defaults); `model` continues one (fine-tuning
+    from `origin`, or resuming with `state`). Only rank 0 writes files."""
     cfg = resolve(cfg, models.lookup(model_type)[0], prep.splits["train"])
-    torch.manual_seed(cfg.seed)
-    model = models.build(model_type, config)
+    if model is None:
+        config = config or model_config(model_type, prep, None, cfg.batch_size)
+        torch.manual_seed(cfg.seed)
+        model = models.build(model_type, config)
+    model.to(cfg.device)
     ckpt = checkpoint.Checkpoint(model_type=model_type, model=model, tokenizer=prep.tokenizer, training={})
+    folder = out.parent
+    if rank.main:
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(folder)
+    log = MetricsLog(folder / "metrics.jsonl", cfg.eval_interval // 10) if rank.main else None
 
-    def state(step: int, best_val: float, best_step: int) -> dict:
-        return {
-            "step": step,
-            "best_step": best_step,
-            "best_val_loss": best_val,
-            "data": prep.record(),
-            "options": dataclasses.asdict(cfg),
-        }
+    def record(st: TrainState, **extra) -> dict:
+        return {"step": st.step, "best_step": st.best_step, "best_val_loss": st.best_val_loss, "data": prep.record(),
+                "options": dataclasses.asdict(cfg)} | ({"init_from": origin} if origin else {}) | extra
 
-    def on_improved(step: int, val_loss: float) -> None:
-        ckpt.training = state(step, val_loss, step)
-        checkpoint.save(ckpt, out)
+    def on_improved(st: TrainState) -> None:
+        if rank.main:
+            ckpt.training = record(st)
+            checkpoint.save(ckpt, out)
 
-    result = train(model, prep.splits["train"], prep.splits["val"], cfg, on_event=on_event, on_improved=on_improved)
-    test_loss, _ = evaluate(model, prep.splits["test"])
-    ckpt.training = state(result.step, result.best_val_loss, result.best_step) | {
-        "test_loss": test_loss,
-        "seconds": round(result.elapsed, 2),
-        "steps_per_second": round(result.steps_per_second, 2),
-    }
-    ckpt.path = checkpoint.save(ckpt, out)
-    return Fitted(checkpoint=ckpt, result=result, test_loss=test_loss)
+    def events(event) -> None:
+        if log:
+            log(event)
+        if on_event:
+            on_event(event)
+
+    net = compiled_forward(model, prep.splits["train"], warn) if compile else None
+    if rank.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net or model)
+    result = train(model, prep.splits["train"], prep.splits["val"], cfg, state, events, on_improved, should_stop, rank, net)
+    if rank.main:
+        ckpt.training = record(result, stopped=result.stopped)
+        checkpoint.save(ckpt, folder / checkpoint.LAST, result.latest_weights, checkpoint.state_entries(result))
+    if result.stopped == "interrupted":
+        return Fitted(checkpoint=ckpt, result=result, test_loss=None, test_bits_per_char=None)
+    test_loss, n_tokens = evaluate(model, prep.splits["test"])
+    bpc = metrics(test_loss, n_tokens, prep.splits["test"].n_chars)["bits_per_char"]
+    timing = {} if cfg.deterministic else {"seconds": round(result.elapsed, 2), "steps_per_second": round(result.steps_per_second, 2)}
+    ckpt.training = record(result, test_loss=test_loss, test_bits_per_char=bpc, **timing)
+    if rank.main:
+        ckpt.path = checkpoint.save(ckpt, out)
+    return Fitted(checkpoint=ckpt, result=result, test_loss=test_loss, test_bits_per_char=bpc)
 
 
 def data_source(ckpt: checkpoint.Checkpoint) -> tuple[data.Source, dict]:
@@ -258,3 +350,57 @@ def training_items(ckpt: checkpoint.Checkpoint) -> set[str] | None:
     except MakemoreError:
         return None
     return set(data.split_items(data.lines_of(src.text)[0], record["split_seed"])["train"])
+
+
+@dataclass
+class Plan:
+    """What `makemore train` is about to do: a fresh run, a resumed one, or a fine-tuning."""
+
+    model_type: str
+    prep: Prepared
+    cfg: TrainConfig
+    model: torch.nn.Module | None = None  # None: a fresh model from `config`
+    config: object = None
+    state: TrainState | None = None  # resuming
+    origin: str | None = None  # fine-tuning from this checkpoint
+
+
+def plan_resume(folder: Path, data_path, max_steps: int | None, max_seconds: float | None, device: str) -> Plan:
+    """Continue the run in `folder` from its last state, with the same arguments (budgets may grow)."""
+    last = folder / checkpoint.LAST
+    if not last.is_file():
+        raise MakemoreError(f"--resume {folder}: no {checkpoint.LAST} there: nothing to resume (train it without --resume)")
+    ckpt = checkpoint.load(last)
+    rec = ckpt.training
+    if "options" not in rec or "data" not in rec:
+        raise MakemoreError(f"{last}: damaged checkpoint metadata (no training options or data record)")
+    stored = rec["data"].get("path", rec["data"]["name"])
+    if data_path is not None and data.read_source(data_path).sha256 != rec["data"]["sha256"]:
+        raise MakemoreError(f"--resume {folder}: {data_path} is not the data this run was trained on ({stored}); "
+                            f"to train on other data, use --init-from")
+    try:
+        options = dict(rec["options"], device=device)
+        if max_steps is not None:
+            options["max_steps"] = max_steps
+        if max_seconds is not None:
+            options["max_seconds"] = max_seconds
+        cfg = TrainConfig(**options)
+    except TypeError as e:
+        raise MakemoreError(f"{last}: damaged training options ({e})") from None
+    prep = prepare(stored, rec["data"]["split_seed"], mode=rec["data"].get("mode", "lines"),
+                   block_size=ckpt.model.config.block_size, tok=ckpt.tokenizer)
+    if prep.sha256 != rec["data"]["sha256"]:
+        raise MakemoreError(f"{stored}: the file has changed since this run started; it cannot be resumed exactly")
+    best = folder / checkpoint.FILENAME
+    best_weights = checkpoint.load(best).model.state_dict() if best.is_file() else None
+    cfg = resolve(cfg, type(ckpt.model), prep.splits["train"])
+    state = checkpoint.load_state(last, ckpt.model, lambda m: make_optimizer(m, cfg), best_weights)
+    return Plan(ckpt.model_type, prep, cfg, model=ckpt.model, state=state, origin=rec.get("init_from"))
+
+
+def plan_init_from(source: Path, data_path, seed: int, mode: str, cfg: TrainConfig) -> Plan:
+    """Fine-tune: the model, config and tokenizer of checkpoint `source`, trained on new data."""
+    ckpt = checkpoint.load(source)
+    mode = mode if mode != "auto" else None
+    prep = prepare(data_path, seed, mode=mode or "auto", block_size=ckpt.model.config.block_size, tok=ckpt.tokenizer)
+    return Plan(ckpt.model_type, prep, cfg, model=ckpt.model, origin=str(ckpt.path))

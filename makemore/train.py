@@ -3,7 +3,14 @@
 AdamW with weight decay on matrices only, linear warm-up then cosine decay to `min_lr_ratio * lr`,
 gradient-norm clipping, and an evaluation of train and val loss every `eval_interval` steps;
 the best weights by val loss are kept and restored at the end. Training stops at `max_steps` or
-after `max_seconds`, whichever comes first; the schedule follows whichever is further along.
+after `max_seconds` (the schedule follows whichever is further along), after `early_stop`
+evaluations without improvement, or when `should_stop()` says so (a signal); a non-finite loss or
+gradient norm stops it before the optimizer step with `Diverged`.
+
+Everything needed to continue lives in the `TrainState` that `train` takes and returns (step,
+optimizer, batch generator, torch's RNG, best loss and weights, elapsed time), so an interrupted
+run resumes exactly, and with a step budget bit for bit. Under torchrun each rank draws its own
+batches, gradients are averaged by DDP, and every stop decision is agreed by all ranks at once.
 The loop never prints: it reports `Step` and `Eval` events to a callback.
 """
 
@@ -21,7 +28,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from makemore.data import IGNORE, Items, Stream
+from makemore.distributed import SINGLE, Rank
 from makemore.errors import MakemoreError
+
+
+class Diverged(Exception):
+    """The loss or the gradient norm stopped being a finite number."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(f"training diverged at step {step}: the {what} is not a finite number; "
+                         f"try a lower learning rate (--lr); the last good checkpoint is unchanged")
+        self.step = step
 
 
 @dataclass(kw_only=True)
@@ -37,10 +54,12 @@ class TrainConfig:
     eval_interval: int = 500  # steps between evaluations of train and val loss
     eval_items: int = 1000  # items (lines mode) or windows (text mode) of each split used by those evaluations
     seed: int = 1337  # batch order (the split and the model's init are seeded by the caller)
+    early_stop: int | None = None  # stop after this many evaluations without a better val loss
+    deterministic: bool = False  # torch's deterministic algorithms; no timings in the checkpoint (byte-identical files)
     device: str = "cpu"  # resolved device, see `resolve_device`
 
     def __post_init__(self):
-        for name in ("max_steps", "batch_size", "eval_interval", "eval_items"):
+        for name in ("max_steps", "batch_size", "eval_interval", "eval_items", "early_stop"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise MakemoreError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
@@ -58,6 +77,8 @@ class Step:
     lr: float
     elapsed: float  # seconds
     progress: float  # 0..1, by steps or time
+    grad_norm: float = 0.0  # before clipping
+    tokens: int = 0  # tokens in this step's batch, all ranks together
 
 
 @dataclass
@@ -78,8 +99,13 @@ class TrainState:
     best_val_loss: float = math.inf
     best_step: int = 0
     elapsed: float = 0.0  # seconds of training so far
+    evals_since_best: int = 0  # for early stopping
     optimizer: torch.optim.Optimizer | None = None  # made by `train` when None
     generator: torch.Generator | None = None  # the batch order; seeded by `train` when None
+    torch_rng: torch.Tensor | None = None  # torch's global RNG (dropout), restored on resume
+    best_weights: dict | None = None  # the model's state at its best evaluation
+    latest_weights: dict | None = None  # the model's state when `train` returned (it then holds the best)
+    stopped: str = ""  # why the last `train` call ended: budget, early-stop, interrupted
     history: list[Eval] = field(default_factory=list)
 
     @property
@@ -153,58 +179,84 @@ def train(
     cfg: TrainConfig,
     state: TrainState | None = None,
     on_event: Callable[[Step | Eval], None] | None = None,
-    on_improved: Callable[[int, float], None] | None = None,
+    on_improved: Callable[[TrainState], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    rank: Rank = SINGLE,
+    forward: nn.Module | None = None,
 ) -> TrainState:
     """Train `model` in place from `state` (default: a fresh start) until `cfg`'s budget; return the state.
 
-    `on_improved(step, val_loss)` is called whenever the best val loss improves. When it returns,
-    `model` holds the weights of the best evaluation.
+    `on_improved(state)` is called whenever the best val loss improves; `should_stop()` is asked
+    after every step. `forward` is the module to train through (a compiled or DDP-wrapped `model`).
+    When it returns, `model` holds the weights of the best evaluation.
     """
     emit = on_event or (lambda event: None)
     cfg = resolve(cfg, type(model), train_data)
     model.to(cfg.device).train()
+    net = forward or model
     state = state or TrainState()
     state.optimizer = state.optimizer or make_optimizer(model, cfg)
-    state.generator = state.generator or torch.Generator().manual_seed(cfg.seed)
+    state.generator = state.generator or torch.Generator().manual_seed(cfg.seed + rank.rank)
+    if state.torch_rng is not None:
+        torch.set_rng_state(state.torch_rng)
     opt, gen = state.optimizer, state.generator
-    best_weights = None
     start = time.perf_counter() - state.elapsed
+    state.stopped = ""
 
     def progress_at(step: int, elapsed: float) -> float:
         return max(step / cfg.max_steps, elapsed / cfg.max_seconds if cfg.max_seconds else 0.0)
 
     while True:
-        progress = progress_at(state.step, time.perf_counter() - start)
+        # one decision for all ranks: the furthest progress, and any rank's request to stop
+        progress, interrupted = rank.agree(progress_at(state.step, time.perf_counter() - start),
+                                           float(bool(should_stop and should_stop())))
         done = progress >= 1.0
-        if done or (state.step > 0 and state.step % cfg.eval_interval == 0):
-            train_loss, _ = evaluate(model, train_data, cfg.eval_items)
-            val_loss, _ = evaluate(model, val_data, cfg.eval_items)
-            improved = val_loss < state.best_val_loss
-            if improved:
-                state.best_val_loss, state.best_step = val_loss, state.step
-                best_weights = copy.deepcopy(model.state_dict())
-            event = Eval(state.step, train_loss, val_loss, state.best_val_loss, improved, time.perf_counter() - start)
-            state.history.append(event)
-            emit(event)
-            if improved and on_improved:
-                on_improved(state.step, val_loss)
-        if done:
+        if done or (state.step > 0 and state.step % cfg.eval_interval == 0 and not interrupted):
+            evaluate_and_keep_best(model, train_data, val_data, cfg, state, time.perf_counter() - start, emit, on_improved)
+            if cfg.early_stop and state.evals_since_best >= cfg.early_stop:
+                state.stopped = "early-stop"
+                break
+        if done or interrupted:
+            state.stopped = "budget" if done else "interrupted"
             break
         lr = learning_rate(cfg, state.step, progress)
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = train_data.batch(cfg.batch_size, gen)
-        loss = loss_fn(model(x.to(cfg.device)), y.to(cfg.device))
+        loss = loss_fn(net(x.to(cfg.device)), y.to(cfg.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
+        norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf, foreach=True)
+        bad_loss, bad_norm = rank.agree(float(not torch.isfinite(loss)), float(not torch.isfinite(norm)))
+        if bad_loss or bad_norm:
+            raise Diverged(state.step + 1, "loss" if bad_loss else "gradient norm")
         opt.step()
         state.step += 1
         elapsed = time.perf_counter() - start
-        emit(Step(state.step, loss.item(), lr, elapsed, min(progress_at(state.step, elapsed), 1.0)))
+        emit(Step(state.step, loss.item(), lr, elapsed, min(progress_at(state.step, elapsed), 1.0), float(norm),
+                  int((y != IGNORE).sum()) * rank.world))
     state.elapsed = time.perf_counter() - start
-    if best_weights is not None:
-        model.load_state_dict(best_weights)
+    state.torch_rng = torch.get_rng_state()
+    state.latest_weights = copy.deepcopy(model.state_dict())
+    if state.best_weights is not None:
+        model.load_state_dict(state.best_weights)
     model.eval()
     return state
+
+
+def evaluate_and_keep_best(model, train_data, val_data, cfg: TrainConfig, state: TrainState, elapsed: float,
+                           emit: Callable, on_improved: Callable | None) -> None:
+    """Train and val loss now; a better val loss is kept (weights included) and reported."""
+    train_loss, _ = evaluate(model, train_data, cfg.eval_items)
+    val_loss, _ = evaluate(model, val_data, cfg.eval_items)
+    improved = val_loss < state.best_val_loss
+    if improved:
+        state.best_val_loss, state.best_step, state.evals_since_best = val_loss, state.step, 0
+        state.best_weights = copy.deepcopy(model.state_dict())
+    else:
+        state.evals_since_best += 1
+    event = Eval(state.step, train_loss, val_loss, state.best_val_loss, improved, elapsed)
+    state.history.append(event)
+    emit(event)
+    if improved and on_improved:
+        on_improved(state)

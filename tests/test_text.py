@@ -97,3 +97,36 @@ def test_char_vocabulary_covers_val_and_test(tmp_path):
     prep = runs.prepare(path, mode="text", block_size=8)
     assert "z" in prep.tokenizer.chars and len(prep.splits["test"].tokens) > 0
     assert isinstance(prep.tokenizer, CharTokenizer)
+
+
+def test_text_mode_through_the_cli(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from makemore.cli import app
+
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.txt").write_text(toy_prose(300))
+    result = runner.invoke(app, ["train", "p.txt", "--type", "gru", "--max-steps", "60", "--eval-interval", "30",
+                                 "--block-size", "32", "--out", "run", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "text mode (" in result.stderr  # auto mode says what it chose and why
+    info = json.loads(runner.invoke(app, ["info", "run", "--json"]).stdout)
+    assert info["training"]["data"]["mode"] == "text" and info["config"]["block_size"] == 32
+    out = json.loads(runner.invoke(app, ["sample", "-c", "run", "--max-new-tokens", "50", "--seed", "1", "--json"]).stdout)
+    assert len(out) == 1 and out[0]["tokens"] == 50 and out[0]["prompt"] == ""
+    streamed = runner.invoke(app, ["sample", "-c", "run", "--max-new-tokens", "50", "--seed", "1", "--prompt", "Kari"])
+    plain = runner.invoke(app, ["sample", "-c", "run", "--max-new-tokens", "50", "--seed", "1", "--prompt", "Kari", "--no-stream"])
+    assert streamed.exit_code == 0 and streamed.stdout == plain.stdout and streamed.stdout.startswith("Kari")
+    (tmp_path / "small.txt").write_text("Kari mo tu.\n")  # a tiny file evaluates too
+    ev = json.loads(runner.invoke(app, ["eval", "small.txt", "-c", "run", "--json"]).stdout)
+    assert ev["mode"] == "text" and ev["tokens"] == 11 and ev["characters"] == 11 and ev["bits_per_char"] > 0
+    sc = json.loads(runner.invoke(app, ["score", "-c", "run", "Kari mo tu.\n", "--json"]).stdout)
+    assert sc[0]["logprob"] == pytest.approx(-ev["loss"] * ev["tokens"], rel=1e-4)
+    cmp = runner.invoke(app, ["compare", "p.txt", "--types", "bigram,gru", "--steps", "30", "--eval-interval", "30",
+                              "--block-size", "32", "--json"])
+    assert cmp.exit_code == 0, cmp.output
+    rows = json.loads(cmp.stdout)
+    assert {r["type"] for r in rows} == {"bigram", "gru"} and all(0 < r["test_bits_per_char"] < 6 for r in rows)

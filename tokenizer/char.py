@@ -45,6 +45,11 @@ class CharTokenizer:
         except KeyError as e:
             raise TokenizerError(f"character {e.args[0]!r} is not in the tokenizer's vocabulary") from None
 
+    def first_unknown(self, text: str) -> int | None:
+        """The index of the first character of `text` not in the vocabulary, or None."""
+        unknown = set(text) - self._stoi.keys()
+        return min(text.index(ch) for ch in unknown) if unknown else None
+
     def decode(self, ids: Iterable[int]) -> str:
         """The text of `ids`; boundary ids decode to nothing."""
         out = []
@@ -63,4 +68,6 @@ class CharTokenizer:
 
     @classmethod
     def from_dict(cls, d: dict) -> CharTokenizer:
+        if not isinstance(d.get("chars"), str):
+            raise TokenizerError("character tokenizer: 'chars' must be a string")
         return cls(d["chars"])

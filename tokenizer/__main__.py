@@ -1,0 +1,3 @@
+from tokenizer.cli import main
+
+main()
