@@ -36,13 +36,16 @@ from rich.table import Table
 
 from makemore.data import split_text
 
-SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
-BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent  # the checkout whose code is measured (run from a frozen clone while editing)
+SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+MAKEMORE = [sys.executable, "-m", "makemore"]
+TOKENIZER = [sys.executable, "-m", "tokenizer"]
 
 
 def run(cmd: list[str], cwd: Path) -> tuple[str, float]:
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -68,12 +71,14 @@ def anchor(nanogpt: Path, text: str, work: Path) -> dict:
     out, seconds = run(cmd, work)
     evals = re.findall(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", out)
     step, train_loss, val_loss = evals[-1]
-    return {"run": "nanoGPT CPU recipe (chars)", "steps": int(step), "wall_s": seconds,
+    row = {"run": "nanoGPT CPU recipe (chars)", "steps": int(step), "wall_s": seconds,
             "val_loss_own_slice": float(val_loss), "best_val_loss_own_slice": min(float(v) for _, _, v in evals)}
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
 
 
 def ours(data: Path, seconds: float, work: Path, name: str, slices: dict[str, Path], tokenizer: Path | None = None) -> dict:
-    cmd = [str(BIN / "makemore"), "train", str(data), "--max-seconds", str(seconds), "--out", str(work / name), "--json"]
+    cmd = [*MAKEMORE, "train", str(data), "--max-seconds", str(seconds), "--out", str(work / name), "--json"]
     if tokenizer:
         cmd += ["--tokenizer", str(tokenizer)]
     out, wall = run(cmd, work)
@@ -81,9 +86,10 @@ def ours(data: Path, seconds: float, work: Path, name: str, slices: dict[str, Pa
     row = {"run": name, "steps": summary["steps"], "wall_s": wall, "train_s": summary["seconds"],
            "val_loss": summary["best_val_loss"], "parameters": summary["parameters"]}
     for label, path in slices.items():
-        ev = json.loads(run([str(BIN / "makemore"), "eval", str(path), "-c", str(work / name), "--json"], work)[0])
+        ev = json.loads(run([*MAKEMORE, "eval", str(path), "-c", str(work / name), "--json"], work)[0])
         row[f"{label}_loss"] = ev["loss"]
         row[f"{label}_bpc"] = ev["bits_per_char"]
+    print(json.dumps(row), file=sys.stderr, flush=True)
     return row
 
 
@@ -110,7 +116,7 @@ def main() -> None:
         for vocab in [int(v) for v in args.bpe.split(",") if v]:
             (work / "train-slice.txt").write_text(split_text(text)["train"], encoding="utf-8")
             tok = work / f"bpe{vocab}.json"
-            run([str(BIN / "tokenizer"), "train", str(work / "train-slice.txt"), "--vocab-size", str(vocab), "-o", str(tok)], work)
+            run([*TOKENIZER, "train", str(work / "train-slice.txt"), "--vocab-size", str(vocab), "-o", str(tok)], work)
             rows.append(ours(Path(args.data).resolve(), args.seconds, work, f"makemore (BPE {vocab})", {"val": slices["val"]}, tok))
     if args.json:
         print(json.dumps({"machine": machine, "seconds": args.seconds, "rows": rows}, indent=2))

@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import nn
 
 import tokenizer as tokenizers
@@ -58,8 +57,30 @@ def save(ckpt: Checkpoint, path: str | Path, weights: dict | None = None, state:
     if state is not None:
         tensors |= state[0]
         metadata["train_state"] = json.dumps(state[1])
-    write_atomic(path, st_save(tensors, metadata))
+    write_atomic(path, serialize(tensors, metadata))
     return path
+
+
+DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
+          torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors file of `tensors` and `metadata`, written here rather than by safetensors'
+    `save` so that the same inputs always give the same bytes (it orders the metadata at random):
+    an 8-byte little-endian header length, the JSON header (names in sorted order, padded with
+    spaces to a multiple of 8), then each tensor's bytes in that order."""
+    header: dict = {"__metadata__": dict(sorted(metadata.items()))}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(blobs)
 
 
 def state_entries(state) -> tuple[dict, dict]:

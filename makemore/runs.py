@@ -75,7 +75,7 @@ def prepare(path: str | Path | None, seed: int = 1337, tokenizer_path: str | Pat
     tokenizer_path = tokenizer_path or "the model's tokenizer"
     src = data.read_source(path)
     mode, reason = choose_mode(mode, src.text)
-    if mode == "lines" and tok is not None and BOUNDARY not in getattr(tok, "special", {}):
+    if mode == "lines" and tok is not None and not has_boundary(tok):
         raise MakemoreError(f"{tokenizer_path}: the tokenizer has no {BOUNDARY} special token, which lines mode needs "
                             f"as the item boundary; train it with --special '{BOUNDARY}' (or use --mode text)")
     try:
@@ -127,6 +127,14 @@ def _prepare_text(src: data.Source, seed: int, tok, reason: str, block_size: int
     if min(len(splits["val"].tokens), len(splits["test"].tokens)) < 2:
         raise MakemoreError(f"{src.name}: too short for text mode (val and test are 5% each); use a longer file")
     return Prepared(src.name, src.sha256, seed, "text", reason, splits, {k: len(v) for k, v in parts.items()}, tok, block_size)
+
+
+def has_boundary(tok) -> bool:
+    try:
+        tok.eot_id  # noqa: B018
+        return True
+    except TokenizerError:
+        return False
 
 
 def load_tokenizer(path: str | Path):
