@@ -130,7 +130,7 @@ def main() -> None:
         table.add_row(r["run"], str(r["steps"]), f"{r['wall_s']:.1f}", fmt(r.get("val_loss_own_slice")),
                       fmt(r.get("val_loss") if "BPE" not in r["run"] else None), fmt(r.get("val_bpc")),
                       fmt(r.get("anchor_val_loss")))
-    Console().print(table)
+    Console(width=200).print(table)
     if any("val_bpc" in r for r in rows):
         print("bits/char = loss per token x tokens / (ln 2 x characters); for characters it is loss / ln 2 =",
               f"{1 / math.log(2):.4f} x loss")

@@ -48,7 +48,7 @@ def main() -> None:
     for r in rows:
         table.add_row(r.type, f"{r.parameters:,}", f"{r.ms_per_step:.2f}", f"{r.steps_per_second:.1f}",
                       f"{r.test_loss:.4f}", f"{r.seconds:.1f}")
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":

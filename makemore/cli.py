@@ -32,7 +32,7 @@ from tokenizer.files import check_folder, check_output, decode_text, read_input,
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learn to generate more of whatever a text file holds: items, one per line, or running text.")
 app.add_typer(tokenizer_cli.app, name="tokenizer", help="Train and apply byte-level BPE tokenizers (also the `tokenizer` command).")
-out = Console(highlight=False, markup=False)
+out = Console(highlight=False, markup=False, soft_wrap=True)
 
 DataFile = Annotated[Optional[Path], typer.Argument(help="UTF-8 text: one item per line, or running text (default: the built-in names).", show_default=False)]
 ModeOpt = Annotated[str, typer.Option(help="lines (one item per line), text (one running text) or auto (decide from the file).")]
@@ -154,8 +154,8 @@ def train(
         if not init_from:
             prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
             plan = runs.Plan(type, prep, cfg, config=runs.model_config(type, prep, options, cfg.batch_size))
-    if deterministic:
-        torch.use_deterministic_algorithms(True)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(deterministic or was_deterministic)
     if rank.main and not resume:
         for name in (checkpoint.LAST, "metrics.jsonl"):  # a fresh start: no stale state or curves from before
             (folder / name).unlink(missing_ok=True)
@@ -173,6 +173,7 @@ def train(
         say.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
+        torch.use_deterministic_algorithms(was_deterministic)
         distributed.finish(rank)
     if not rank.main:
         return
@@ -493,6 +494,41 @@ def compare(
     stderr.print(f"wrote {table_path}" + (f" and {png_path}" if png_path else ""))
     if png_path is None:
         stderr.print("no loss-curve plot: matplotlib is not installed (pip install 'makemore[plot]')")
+
+
+@app.command()
+@clean_errors(MakemoreError)
+def plot(
+    runs_: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run folders of makemore train (each has a metrics.jsonl).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The PNG to write.")] = Path("curves.png"),
+    json: JsonOpt = False,
+):
+    """Draw the loss curves of one or several runs into one PNG and print a summary table."""
+    from makemore import plot as plotting
+
+    check_output(output, "plot", inputs=runs_)
+    series, rows = {}, []
+    for run in runs_:
+        metrics = plotting.read_metrics(run)
+        evals = [r for r in metrics if "val_loss" in r]
+        best = min(evals, key=lambda r: r["val_loss"] if r["val_loss"] is not None else float("inf"))
+        speeds = [r["tokens_per_s"] for r in metrics if r.get("tokens_per_s")]
+        rows.append({"run": str(run), "steps": max(r["step"] for r in metrics), "best_val_loss": best["val_loss"],
+                     "best_step": best["step"], "last_val_loss": evals[-1]["val_loss"],
+                     "tokens_per_s": sorted(speeds)[len(speeds) // 2] if speeds else None, "wall_s": max(r.get("wall") or 0 for r in metrics)})
+        series[str(run)] = ([r["step"] for r in evals], [r["eval_train_loss"] for r in evals], [r["val_loss"] for r in evals])
+    if plotting.matplotlib_pyplot() is None:
+        raise MakemoreError(f"plot needs matplotlib, the optional plot extra: {plotting.EXTRA}")
+    plotting.curves(series, output, "val loss (solid), train loss (dotted)")
+    if json:
+        print_json({"output": str(output), "runs": rows})
+        return
+    table = Table("run", "steps", "best val", "at step", "last val", "tokens/s", "wall s")
+    for r in rows:
+        table.add_row(Text(r["run"]), str(r["steps"]), f"{r['best_val_loss']:.4f}", str(r["best_step"]), f"{r['last_val_loss']:.4f}",
+                      f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-", f"{r['wall_s']:.1f}")
+    out.print(table)
+    stderr.print(f"wrote {output}")
 
 
 def main() -> None:

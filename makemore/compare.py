@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from makemore import checkpoint, models, runs
+from makemore.plot import curves
 from makemore.train import Eval, Step, TrainConfig
 from tokenizer.files import write_atomic
 
@@ -106,30 +107,9 @@ def markdown(rows: list[Row]) -> str:
 
 def plot(rows: list[Row], path: Path) -> bool:
     """A PNG of the val (solid) and train (dotted) loss curves; False when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for r in rows:
-        steps = [c[0] for c in r.curve]
-        (line,) = ax.plot(steps, [c[2] for c in r.curve], label=f"{r.type} (test {r.test_loss:.3f})")
-        ax.plot(steps, [c[1] for c in r.curve], linestyle=":", color=line.get_color())
-    ax.set_xscale("log")  # fast and slow types share one budget: steps differ by orders of magnitude
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title("val loss (solid), train loss (dotted)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return True
+    series = {f"{r.type} (test {r.test_loss:.3f})": ([c[0] for c in r.curve], [c[1] for c in r.curve], [c[2] for c in r.curve])
+              for r in rows}
+    return curves(series, path, "val loss (solid), train loss (dotted)")
 
 
 def write_report(rows: list[Row], folder: Path) -> tuple[Path, Path | None]:

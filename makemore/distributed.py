@@ -36,6 +36,11 @@ class Rank:
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return t.tolist()
 
+    def same(self, value: float) -> bool:
+        """Whether every rank holds this same value (e.g. a checksum of its parameters)."""
+        high, low = self.agree(value, -value)
+        return high == -low
+
 
 SINGLE = Rank()
 

@@ -270,6 +270,8 @@ def fit(
     if rank.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net or model)
     result = train(model, prep.splits["train"], prep.splits["val"], cfg, state, events, on_improved, should_stop, rank, net)
+    if rank.world > 1 and not rank.same(sum(float(p.double().sum()) for p in model.parameters())):
+        raise MakemoreError("the training processes ended with different parameters; the run is not saved")
     if rank.main:
         ckpt.training = record(result, stopped=result.stopped)
         checkpoint.save(ckpt, folder / checkpoint.LAST, result.latest_weights, checkpoint.state_entries(result))
@@ -399,6 +401,7 @@ def plan_resume(folder: Path, data_path, max_steps: int | None, max_seconds: flo
                    block_size=ckpt.model.config.block_size, tok=ckpt.tokenizer)
     if prep.sha256 != rec["data"]["sha256"]:
         raise MakemoreError(f"{stored}: the file has changed since this run started; it cannot be resumed exactly")
+    prep.name = rec["data"]["name"]  # as the run knew it (it was read from the recorded absolute path)
     best = folder / checkpoint.FILENAME
     best_weights = checkpoint.load(best).model.state_dict() if best.is_file() else None
     cfg = resolve(cfg, type(ckpt.model), prep.splits["train"])

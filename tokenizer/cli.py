@@ -24,7 +24,7 @@ from tokenizer.patterns import PATTERNS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train and apply byte-level BPE tokenizers.")
-out = Console(highlight=False, markup=False)
+out = Console(highlight=False, markup=False, soft_wrap=True)
 
 TokOpt = Annotated[Path, typer.Option("--tokenizer", "-t", help="Tokenizer file (from `tokenizer train`).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]

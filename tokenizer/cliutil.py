@@ -22,7 +22,7 @@ from typer import rich_utils
 
 from tokenizer.errors import TokenizerError
 
-stderr = Console(stderr=True, highlight=False, markup=False)
+stderr = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)  # a message is one line, however long
 
 
 def fail(message: str) -> typer.Exit:

@@ -1,0 +1,198 @@
+"""Training that survives: exact resume after SIGINT, SIGKILL at any moment, NaN guard, used run
+folders, fine-tuning, early stopping, metrics and plots, torchrun DDP, --compile's fallback.
+Subprocess tests run `python -m makemore` on this checkout, as a user's shell would."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from makemore import checkpoint
+from makemore.cli import app
+from tests.conftest import toy_items
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+GRU = ["--type", "gru", "--set", "n_hidden=32", "--eval-interval", "100", "--deterministic"]
+
+
+def makemore(*args, cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "makemore", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+@pytest.fixture
+def toy(tmp_path):
+    (tmp_path / "toy.txt").write_text("\n".join(toy_items(400)) + "\n")
+    return tmp_path
+
+
+def step_losses(run: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["train_loss"] for r in rows if "train_loss" in r}
+
+
+def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "metrics.jsonl").exists() and any(s >= step for s in step_losses(run)):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the run never reached step {step}")
+
+
+def test_interrupted_and_resumed_run_is_bit_identical(toy):
+    k = random.Random().randint(40, 700)  # a random step to interrupt at
+    code, _, err = finish(makemore("train", "toy.txt", *GRU, "--max-steps", "900", "--out", "whole", cwd=toy))
+    assert code == 0, err
+    proc = makemore("train", "toy.txt", *GRU, "--max-steps", "900", "--out", "cut", cwd=toy)
+    wait_for_step(toy / "cut", k, proc)
+    proc.send_signal(signal.SIGINT)
+    code, _, err = finish(proc)
+    assert code == 130, err
+    assert "resume with: makemore train --resume cut" in err.strip().splitlines()[-1]
+    cut_at = checkpoint.load(toy / "cut" / checkpoint.LAST).training["step"]  # the state loads
+    assert k <= cut_at < 900
+    code, _, err = finish(makemore("train", "--resume", "cut", cwd=toy))
+    assert code == 0, err
+    assert (toy / "whole" / "model.safetensors").read_bytes() == (toy / "cut" / "model.safetensors").read_bytes()
+    whole, cut = step_losses(toy / "whole"), step_losses(toy / "cut")
+    assert whole == cut and max(whole) == 900  # the same loss at every logged step, none twice
+
+
+def test_resume_with_more_steps_and_refusals(toy):
+    assert runner.invoke(app, ["train", str(toy / "toy.txt"), *GRU, "--max-steps", "100", "--out", str(toy / "r")]).exit_code == 0
+    more = runner.invoke(app, ["train", "--resume", str(toy / "r"), "--max-steps", "200", "--json"])
+    assert more.exit_code == 0, more.output
+    assert json.loads(more.stdout)["steps"] == 200
+    bad = runner.invoke(app, ["train", "--resume", str(toy / "r"), "--set", "n_hidden=64"])
+    assert bad.exit_code == 2 and "only --max-steps, --max-seconds and --device may change" in bad.stderr
+    (toy / "other.txt").write_text("\n".join(toy_items(300, seed=9)))
+    bad = runner.invoke(app, ["train", str(toy / "other.txt"), "--resume", str(toy / "r")])
+    assert bad.exit_code == 2 and "use --init-from" in bad.stderr
+    bad = runner.invoke(app, ["train", "--resume", str(toy / "nothing-here")])
+    assert bad.exit_code == 2 and "nothing to resume" in bad.stderr
+
+
+def test_sigkill_at_random_moments_never_leaves_an_unloadable_checkpoint(toy):
+    rng = random.Random()
+    run = toy / "k"
+    for i in range(20):
+        args = ["--resume", "k"] if (run / checkpoint.LAST).exists() else ["toy.txt", *GRU, "--eval-interval", "20", "--overwrite"]
+        proc = makemore("train", *args, "--max-steps", "100000", *([] if args[0] == "--resume" else ["--out", "k"]), cwd=toy)
+        time.sleep(rng.uniform(1.0, 3.5))
+        proc.kill()
+        proc.wait()
+        for name in (checkpoint.FILENAME, checkpoint.LAST):
+            if (run / name).exists():
+                checkpoint.load(run / name)  # raises if damaged
+    code, _, err = finish(makemore("train", "toy.txt", *GRU, "--max-steps", "30", "--overwrite", "--out", "k", cwd=toy))
+    assert code == 0, err
+    assert sorted(p.name for p in run.iterdir()) == ["last.safetensors", "metrics.jsonl", "model.safetensors"]
+
+
+def test_a_non_finite_loss_stops_before_the_step_and_keeps_the_checkpoint(toy):
+    out = toy / "n"
+    assert runner.invoke(app, ["train", str(toy / "toy.txt"), *GRU, "--max-steps", "100", "--out", str(out)]).exit_code == 0
+    before = (out / "model.safetensors").read_bytes()
+    result = runner.invoke(app, ["train", str(toy / "toy.txt"), "--type", "transformer", "--set", "n_layer=1",
+                                 "--lr", "1e30", "--max-steps", "50", "--out", str(out), "--overwrite", "--json"])
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip().splitlines()[-1]
+    assert "training diverged at step" in line and "lower learning rate" in line
+    assert "NaN" not in result.stdout and "Infinity" not in result.stdout
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_a_used_run_folder_is_refused_before_training(toy):
+    out = toy / "u"
+    assert runner.invoke(app, ["train", str(toy / "toy.txt"), *GRU, "--max-steps", "20", "--out", str(out)]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = runner.invoke(app, ["train", str(toy / "toy.txt"), *GRU, "--max-steps", "20", "--out", str(out)])
+    assert result.exit_code == 2 and "already holds a trained model" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_fine_tuning_starts_from_the_checkpoint(toy):
+    base = toy / "base"
+    assert runner.invoke(app, ["train", str(toy / "toy.txt"), *GRU, "--max-steps", "300", "--out", str(base)]).exit_code == 0
+    (toy / "pets.txt").write_text("\n".join(toy_items(200, seed=3)))
+    result = runner.invoke(app, ["train", str(toy / "pets.txt"), "--init-from", str(base), "--max-steps", "10",
+                                 "--eval-interval", "10", "--out", str(toy / "pets"), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(runner.invoke(app, ["info", str(toy / "pets"), "--json"]).stdout)
+    assert info["type"] == "gru" and info["training"]["init_from"].endswith("base/model.safetensors")
+    assert json.loads(result.stdout)["best_val_loss"] < 1.5  # a fresh model after 10 steps is near ln(11) = 2.4
+    (toy / "odd.txt").write_text("\n".join(toy_items(50) + ["kaxe"] + toy_items(10)))
+    bad = runner.invoke(app, ["train", str(toy / "odd.txt"), "--init-from", str(base), "--out", str(toy / "odd")])
+    assert bad.exit_code == 2 and "odd.txt: line 51: character 'x'" in bad.stderr
+
+
+def test_early_stop(toy):
+    result = runner.invoke(app, ["train", str(toy / "toy.txt"), *GRU, "--eval-interval", "10", "--lr", "0.5",
+                                 "--max-steps", "5000", "--early-stop", "2", "--out", str(toy / "e"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["stopped"] == "early-stop" and summary["steps"] < 5000
+
+
+def test_metrics_and_plot(toy):
+    for name in ("a", "b"):
+        args = ["train", str(toy / "toy.txt"), *GRU, "--max-steps", "200", "--out", str(toy / name)]
+        assert runner.invoke(app, args).exit_code == 0
+    rows = [json.loads(line) for line in (toy / "a" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "train_loss" in r]
+    assert [r["step"] for r in steps] == list(range(10, 201, 10))
+    assert all(set(r) == {"step", "train_loss", "lr", "grad_norm", "tokens_per_s", "wall"} for r in steps)
+    assert [r["step"] for r in rows if "val_loss" in r] == [100, 200]
+    pytest.importorskip("matplotlib", reason="plot needs the optional plot extra")
+    result = runner.invoke(app, ["plot", str(toy / "a"), str(toy / "b"), "-o", str(toy / "curves.png"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert (toy / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [r["steps"] for r in json.loads(result.stdout)["runs"]] == [200, 200]
+
+
+def test_compile_falls_back_to_eager_when_it_cannot_compile(toy, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    result = runner.invoke(app, ["train", str(toy / "toy.txt"), *GRU, "--max-steps", "20", "--compile",
+                                 "--out", str(toy / "c"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "warning: --compile: torch.compile does not work here (RuntimeError); training in eager mode" in result.stderr
+    names = checkpoint.load(toy / "c").model.state_dict().keys()
+    assert not any(k.startswith("_orig_mod.") for k in names)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun is not installed")
+def test_two_process_torchrun(toy):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "makemore", "train", "toy.txt",
+                           "--type", "mlp", "--max-steps", "60", "--eval-interval", "30", "--out", "ddp", "--json"],
+                          cwd=toy, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)  # printed once, by rank 0 (the run checks that both ranks agree)
+    assert summary["world_size"] == 2 and summary["global_batch_size"] == 64 and summary["steps"] == 60
+    assert sorted(p.name for p in (toy / "ddp").iterdir()) == ["last.safetensors", "metrics.jsonl", "model.safetensors"]
+    assert len([line for line in (toy / "ddp" / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]) == 2
