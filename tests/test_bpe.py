@@ -175,3 +175,16 @@ def test_training_input_errors(tmp_path):
 def test_training_stops_below_min_frequency():
     tok = tokenizer.train(["abcd abcd"], vocab_size=1000, pattern="none", min_frequency=2)
     assert tok.merges == [(97, 98), (99, 100), (256, 257)]  # "ab", "cd", "abcd"; nothing else occurs twice
+
+
+def test_counting_a_file_in_parallel_gives_the_same_counts(tmp_path):
+    from tokenizer.train import count_file
+
+    rng = __import__("random").Random(3)
+    words = ["alpha", "Beta", "ça", "δέλτα", "x1", "  ", "\n", "\nword", "don't", "🙂", "42"]
+    text = "".join(rng.choice(words) + rng.choice([" ", "", "\n"]) for _ in range(20000))
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    for pattern in (tokenizer.patterns.GPT4, tokenizer.patterns.GPT2):
+        single = count_file(path, pattern, workers=1)
+        assert count_file(path, pattern, workers=3) == single == count_chunks([text], pattern)

@@ -158,15 +158,17 @@ def load(path: str | Path):
         raise TokenizerError(f"{path}: {e}") from None
 
 
-def read_blocks(path: str | Path, block_size: int = 1 << 20) -> Iterator[str]:
-    """The text of a UTF-8 file in blocks of about `block_size` bytes, never splitting a character."""
+def read_blocks(path: str | Path, block_size: int = 1 << 20, start: int = 0, end: int | None = None) -> Iterator[str]:
+    """The text of a UTF-8 file (bytes `start` to `end`, which must fall between characters) in
+    blocks of about `block_size` bytes, never splitting a character."""
     path = Path(path)
     check_readable(path, "corpus")
-    offset, pending = 0, b""
+    offset, pending = start, b""
     with open(path, "rb") as f:
+        f.seek(start)
         while True:
-            raw = f.read(block_size)
-            if offset == 0 and not pending and looks_like_utf16(raw):
+            raw = f.read(block_size if end is None else max(0, min(block_size, end - f.tell())))
+            if offset == 0 and not pending and looks_like_utf16(raw[:4096]):
                 raise TokenizerError(f"{path}: looks like UTF-16; convert it to UTF-8 first (e.g. iconv -f UTF-16 -t UTF-8)")
             data = pending + raw
             if not data:

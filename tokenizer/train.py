@@ -15,6 +15,8 @@ Training stops early when the best pair occurs fewer than `min_frequency` times.
 from __future__ import annotations
 
 import heapq
+import multiprocessing
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,7 +25,7 @@ import regex
 
 from tokenizer.bpe import BPETokenizer
 from tokenizer.errors import TokenizerError
-from tokenizer.files import read_blocks
+from tokenizer.files import check_readable, read_blocks
 from tokenizer.patterns import SAFE_CUT, compile_split, resolve
 
 MAX_VOCAB = 1 << 20  # beyond this a vocabulary is surely a typo
@@ -51,6 +53,55 @@ def count_chunks(blocks: Iterable[str], pattern: str | None) -> Counter:
             buf = ""
     counts.update(split(buf))
     return counts
+
+
+PARALLEL_MIN_BYTES = 8 << 20  # below this, starting a second process costs more than it saves
+
+
+def cut_points(path: Path, parts: int) -> list[int]:
+    """Byte offsets that split the file into about `parts` pieces, each cut just after a newline that
+    a letter follows (a chunk boundary for every pattern, see `SAFE_CUT`)."""
+    size = path.stat().st_size
+    cuts = [0]
+    with open(path, "rb") as f:
+        for k in range(1, parts):
+            base = size * k // parts
+            f.seek(base)
+            window = f.read(1 << 20)
+            lead = 0
+            while lead < len(window) and window[lead] & 0xC0 == 0x80:  # the rest of a character cut by the seek
+                lead += 1
+            text = window[lead:].decode("utf-8", errors="ignore")  # (invalid bytes fail later, in the worker that reads them)
+            m = SAFE_CUT.search(text)
+            if m is None:
+                continue
+            at = base + lead + len(text[: m.end()].encode("utf-8"))
+            if at > cuts[-1] and at < size:
+                cuts.append(at)
+    return cuts + [size]
+
+
+def _count_range(args: tuple[str, int, int, str | None]) -> Counter:
+    path, start, end, pattern = args
+    return count_chunks(read_blocks(path, start=start, end=end), pattern)
+
+
+def count_file(path: str | Path, pattern: str | None, workers: int | None = None) -> Counter:
+    """`count_chunks` of a file, in `workers` processes (default: the cores, for files of 8 MB and
+    more) over pieces cut at safe places; counts add up, so the result is the same."""
+    path = Path(path)
+    check_readable(path, "corpus")
+    workers = workers or (min(os.cpu_count() or 1, 8) if path.stat().st_size >= PARALLEL_MIN_BYTES else 1)
+    cuts = cut_points(path, workers) if workers > 1 and pattern is not None else [0, None]
+    if len(cuts) <= 2:
+        return count_chunks(read_blocks(path), pattern)
+    jobs = [(str(path), a, b, pattern) for a, b in zip(cuts, cuts[1:])]
+    with multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn").Pool(len(jobs)) as pool:
+        parts = pool.map(_count_range, jobs)
+    total = parts[0]
+    for part in parts[1:]:
+        total.update(part)
+    return total
 
 
 def merge_counting(word: list[int], pair: tuple[int, int], idx: int, f: int, changes: dict) -> list[int]:
@@ -145,10 +196,9 @@ def train(
         raise TokenizerError(f"--min-frequency {min_frequency}: must be at least 1")
     regex_str = resolve(pattern)
     name = str(corpus) if isinstance(corpus, (str, Path)) else "the corpus"
-    blocks = read_blocks(corpus) if isinstance(corpus, (str, Path)) else corpus
     if on_progress:
         on_progress("counting chunks", 0, 1)
-    chunks = count_chunks(blocks, regex_str)
+    chunks = count_file(corpus, regex_str) if isinstance(corpus, (str, Path)) else count_chunks(corpus, regex_str)
     if not any(chunk.strip() for chunk in chunks):
         raise TokenizerError(f"{name}: empty corpus (nothing but whitespace): only the 256 byte tokens can be learned")
     merges = learn_merges(chunks, n_merges, min_frequency, on_progress)
