@@ -95,7 +95,7 @@ class Decoder:
         self.model, self.cache = model, cache
         self.state, self.begin, self.fed = None, -1, 0
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def next_logits(self, seq: torch.Tensor) -> torch.Tensor:
         """Logits (B, V) of the id after `seq` (B, n), which only grows between calls."""
         n = seq.shape[1]
@@ -188,7 +188,7 @@ def default_prompt(tok) -> list[int]:
         return [1]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def stream_text(model: nn.Module, tok, prompt: list[int], max_new_tokens: int, s: Sampling, seed: int | None = None,
                 cache: bool = True) -> Iterator[int]:
     """Yield `max_new_tokens` ids, one at a time, after `prompt`; past the block size the context

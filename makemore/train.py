@@ -193,7 +193,7 @@ def train(
     emit = on_event or (lambda event: None)
     cfg = resolve(cfg, type(model), train_data)
     model.to(cfg.device).train()
-    net = forward or model
+    net = forward if forward is not None else model
     state = state or TrainState()
     state.optimizer = state.optimizer or make_optimizer(model, cfg)
     state.generator = state.generator or torch.Generator().manual_seed(cfg.seed + rank.rank)

@@ -72,6 +72,8 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.add(k, v)  # (B, H, past + T, hs)
         if past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hs)
+        elif T == 1:  # one new query, after all the cached keys: it sees every one of them
+            y = F.scaled_dot_product_attention(q, k, v)
         else:  # new query i sits at position past + i and sees keys 0..past + i
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
