@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# torch pinned here (a CPU build) so that a plain install does not pull a multi-GB CUDA build;
-# the package itself asks only for torch>=2.6, so users with GPUs get theirs.
+# torch pinned here; which build pip takes depends on its configuration: where pip has a local CPU
+# wheel (this project's build machines) the CPU build, on a plain Linux machine the CUDA build
+# (several GB). Choose with TORCH="torch==2.13.0 --index-url <PyTorch's CPU index>" (README).
+# The package itself asks only for torch>=2.6, so users with GPUs get theirs.
 TORCH ?= torch==2.13.0
 
 .PHONY: install demo test bench clean
@@ -11,7 +13,7 @@ TORCH ?= torch==2.13.0
 $(BIN)/makemore: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e ".[dev,plot]"
 	touch $@
 
