@@ -170,8 +170,7 @@ def train(
                               track(plan.model_type), model=plan.model, state=plan.state, origin=plan.origin,
                               should_stop=stop.requested, rank=rank, compile=compile, warn=lambda m: say.print(f"warning: {m}"))
     except Diverged as e:
-        say.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise diverged(e, say) from None
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
         distributed.finish(rank)
@@ -196,6 +195,12 @@ def train(
                   f"{summary['steps']} steps in {summary['seconds']} s; val {summary['best_val_loss']:.4f}, test {summary['test_loss']:.4f}"
                   + ("" if rank.world == 1 else f"; {rank.world} processes, global batch {summary['global_batch_size']}")
                   + (" (stopped early: no better val loss)" if fitted.result.stopped == "early-stop" else ""))
+
+
+def diverged(e: Diverged, console: Console) -> typer.Exit:
+    """A run whose loss stopped being finite: one line, exit code 1 (not bad input, but a failed run)."""
+    console.print(Text.assemble(("error: ", "bold red"), str(e)))
+    return typer.Exit(1)
 
 
 class Signals:
@@ -259,7 +264,13 @@ def sample(
     s = Sampling(temperature, top_k, top_p, min_p)
     ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
     if runs.ckpt_mode(ckpt) == "text":
-        return sample_text(ckpt, n or 1, s, seed, prefix, max_new_tokens, stream, cache, json)
+        lines_only = [name for name, used in (("--min-len", min_len), ("--max-len", max_len is not None), ("--novel-only", novel_only)) if used]
+        if lines_only:
+            raise MakemoreError(f"{lines_only[0]}: a lines-mode option; {ckpt.path} is a text-mode model")
+        n = 1 if n is None else n
+        if not 1 <= n <= MAX_STREAMS:
+            raise MakemoreError(f"-n {n}: text mode makes 1 to {MAX_STREAMS} streams")
+        return sample_text(ckpt, n, s, seed, prefix, max_new_tokens, stream, cache, json)
     n = 20 if n is None else n
     seen = runs.training_items(ckpt)
     if novel_only and seen is None:
@@ -280,6 +291,9 @@ def sample(
     if seen is not None:
         k = sum(r["new"] for r in rows)
         stderr.print(f"{k} of {len(rows)} are new (not in the training set)")
+
+
+MAX_STREAMS = 100  # text mode: streams per call
 
 
 def sample_text(ckpt, n: int, s, seed, prompt, max_new_tokens: int, stream: bool, cache: bool, json: bool) -> None:
@@ -477,8 +491,11 @@ def compare(
         runs.model_config(t, prep, None, cfg.batch_size)  # each fits in memory, before any trains
     stderr.print(prep.describe())
     progress, track = training_progress(stderr, quiet_evals=True)
-    with progress:
-        rows = comparison.compare(prep, chosen, cfg, folder, on_start=track)
+    try:
+        with progress:
+            rows = comparison.compare(prep, chosen, cfg, folder, on_start=track)
+    except Diverged as e:
+        raise diverged(e, stderr) from None
     table_path, png_path = comparison.write_report(rows, folder)
     if json:
         print_json([r.summary() for r in sorted(rows, key=lambda r: r.test_loss)])

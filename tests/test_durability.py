@@ -196,3 +196,9 @@ def test_two_process_torchrun(toy):
     assert summary["world_size"] == 2 and summary["global_batch_size"] == 64 and summary["steps"] == 60
     assert sorted(p.name for p in (toy / "ddp").iterdir()) == ["last.safetensors", "metrics.jsonl", "model.safetensors"]
     assert len([line for line in (toy / "ddp" / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]) == 2
+
+
+def test_compare_reports_a_diverged_run_in_one_line(toy):
+    result = runner.invoke(app, ["compare", str(toy / "toy.txt"), "--types", "transformer", "--lr", "1e30",
+                                 "--steps", "50", "--out", str(toy / "cmp")])
+    assert result.exit_code == 1 and "training diverged at step" in result.stderr.strip().splitlines()[-1]

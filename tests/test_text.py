@@ -120,6 +120,9 @@ def test_text_mode_through_the_cli(tmp_path, monkeypatch):
     streamed = runner.invoke(app, ["sample", "-c", "run", "--max-new-tokens", "50", "--seed", "1", "--prompt", "Kari"])
     plain = runner.invoke(app, ["sample", "-c", "run", "--max-new-tokens", "50", "--seed", "1", "--prompt", "Kari", "--no-stream"])
     assert streamed.exit_code == 0 and streamed.stdout == plain.stdout and streamed.stdout.startswith("Kari")
+    for bad, fragment in ((["--novel-only"], "--novel-only: a lines-mode option"), (["-n", "0"], "-n 0: text mode makes 1 to")):
+        refused = runner.invoke(app, ["sample", "-c", "run", *bad])
+        assert refused.exit_code == 2 and fragment in refused.stderr
     (tmp_path / "small.txt").write_text("Kari mo tu.\n")  # a tiny file evaluates too
     ev = json.loads(runner.invoke(app, ["eval", "small.txt", "-c", "run", "--json"]).stdout)
     assert ev["mode"] == "text" and ev["tokens"] == 11 and ev["characters"] == 11 and ev["bits_per_char"] > 0

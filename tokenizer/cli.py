@@ -107,7 +107,7 @@ def decode(
 ):
     """Print the text of token ids."""
     tok = load_bpe(tokenizer)
-    words = ids if ids else sys.stdin.read().replace(",", " ").replace("[", " ").replace("]", " ").split()
+    words = ids if ids else read_stdin().replace(",", " ").replace("[", " ").replace("]", " ").split()
     parsed = []
     for w in words:
         try:
