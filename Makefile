@@ -20,7 +20,7 @@ $(BIN)/makemore: pyproject.toml
 install: $(BIN)/makemore
 
 demo: install
-	$(BIN)/makemore train --type transformer --max-seconds 60 --max-steps 100000 --eval-interval 1000
+	$(BIN)/makemore train --type transformer --max-seconds 60 --max-steps 100000 --eval-interval 1000 --overwrite
 	$(BIN)/makemore sample -n 20 --seed 1
 
 test: install
