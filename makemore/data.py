@@ -142,6 +142,7 @@ class Items:
     n_chars: int  # characters in the items plus one end per item: the denominator of bits per character
     _lengths: torch.Tensor | None = None
     default_batch_size: ClassVar[int] = 32  # items per step
+    mode: ClassVar[str] = "lines"
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -180,6 +181,7 @@ class Stream:
     n_chars: int  # characters of the predicted tokens (all but the first): the denominator of bits per character
     _windows: torch.Tensor | None = field(default=None, repr=False)
     default_batch_size: ClassVar[int] = 8  # windows per step: many small steps learn fastest in minutes (README)
+    mode: ClassVar[str] = "text"
 
     def __len__(self) -> int:
         """Non-overlapping evaluation windows."""

@@ -46,7 +46,7 @@ class TrainConfig:
     max_steps: int = 5000  # optimisation steps
     max_seconds: float | None = None  # wall-time budget; None = steps only
     batch_size: int | None = None  # items or windows per step; None = the data's own default (`default_batch_size`)
-    lr: float | None = None  # peak learning rate; None = the model type's `default_lr`
+    lr: float | None = None  # peak learning rate; None = the model type's own for the data's mode (`lr_for`)
     min_lr_ratio: float = 0.1  # the cosine ends at lr * this
     warmup_steps: int = 100  # linear warm-up from 0
     weight_decay: float = 0.1  # AdamW, matrices only
@@ -115,7 +115,8 @@ class TrainState:
 
 def resolve(cfg: TrainConfig, model_cls: type, train_data: Items | Stream) -> TrainConfig:
     """`cfg` with its open defaults filled: the model type's learning rate, the data's batch size."""
-    return dataclasses.replace(cfg, lr=cfg.lr or model_cls.default_lr, batch_size=cfg.batch_size or train_data.default_batch_size)
+    return dataclasses.replace(cfg, lr=cfg.lr or model_cls.lr_for(train_data.mode),
+                               batch_size=cfg.batch_size or train_data.default_batch_size)
 
 
 def resolve_device(name: str) -> str:

@@ -56,6 +56,11 @@ class ModelConfig:
 
 class LanguageModel(nn.Module):
     default_lr = 1e-3  # peak learning rate when --lr is not given
+    text_lr: float | None = None  # the same in text mode, where it differs
+
+    @classmethod
+    def lr_for(cls, mode: str) -> float:
+        return cls.text_lr if mode == "text" and cls.text_lr else cls.default_lr
 
     @property
     def max_context(self) -> int | None:
