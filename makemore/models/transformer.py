@@ -46,18 +46,17 @@ class TransformerConfig(ModelConfig):
 
 @dataclass
 class KVCache:
-    """Keys and values of the ids seen so far, for one block: (B, H, block_size, hs) buffers, `n` filled."""
+    """Keys and values of the ids seen so far, for one block: a (2, B, H, block_size, hs) buffer, `n` filled."""
 
-    k: torch.Tensor
-    v: torch.Tensor
+    kv: torch.Tensor
     n: int = 0
 
-    def add(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = k.shape[2]
-        self.k[:, :, self.n : self.n + t] = k
-        self.v[:, :, self.n : self.n + t] = v
+    def add(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append new keys and values (2, B, H, t, hs); all of them so far, as (B, H, n, hs) each."""
+        t = kv.shape[3]
+        self.kv[:, :, :, self.n : self.n + t] = kv  # one copy for both
         self.n += t
-        return self.k[:, :, : self.n], self.v[:, :, : self.n]
+        return self.kv[0, :, :, : self.n], self.kv[1, :, :, : self.n]
 
 
 class CausalSelfAttention(nn.Module):
@@ -66,14 +65,13 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
-        self.drop = nn.Dropout(config.dropout)  # on the output, not the attention weights: keeps SDPA's fast kernel
+        self.drop = dropout(config.dropout)  # on the output, not the attention weights: keeps SDPA's fast kernel
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hs)
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # (3, B, H, T, hs)
         past = 0 if cache is None else cache.n
-        if cache is not None:
-            k, v = cache.add(k, v)  # (B, H, past + T, hs)
+        q, (k, v) = qkv[0], (qkv[1:] if cache is None else cache.add(qkv[1:]))  # k, v: (B, H, past + T, hs)
         if past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hs)
         elif T == 1:  # one new query, after all the cached keys: it sees every one of them
@@ -91,11 +89,16 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(C)
         self.attn = CausalSelfAttention(config)
         self.ln2 = nn.LayerNorm(C)
-        self.mlp = nn.Sequential(nn.Linear(C, 4 * C), nn.GELU(), nn.Linear(4 * C, C), nn.Dropout(config.dropout))
+        self.mlp = nn.Sequential(nn.Linear(C, 4 * C), nn.GELU(), nn.Linear(4 * C, C), dropout(config.dropout))
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), cache)
         return x + self.mlp(self.ln2(x))
+
+
+def dropout(p: float) -> nn.Module:
+    """Dropout, or nothing at all when p is 0 (no parameters either way: checkpoints are the same)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
 def gpt2_init(module: nn.Module) -> None:
@@ -132,8 +135,9 @@ class Transformer(LanguageModel):
     def forward(self, idx: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
         T = idx.shape[1]
         past = caches[0].n if caches else 0
-        pos = torch.arange(past, past + T, device=idx.device)
-        x = self.tok_emb(idx) + self.pos_emb(pos)  # (B, T, C)
+        x = self.tok_emb(idx) + self.pos_emb.weight[past : past + T]  # (B, T, C): token + position
+        if past + T > self.config.block_size:
+            raise ValueError(f"{past + T} positions; the model has {self.config.block_size}")
         for i, block in enumerate(self.blocks):
             x = block(x, caches[i] if caches else None)  # (B, T, C)
         return self.head(self.ln_f(x))  # (B, T, V)
@@ -141,8 +145,8 @@ class Transformer(LanguageModel):
     def init_state(self, batch_size: int) -> list[KVCache]:
         c = self.config
         p = self.tok_emb.weight
-        shape = (batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
-        return [KVCache(p.new_empty(shape), p.new_empty(shape)) for _ in range(c.n_layer)]
+        shape = (2, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+        return [KVCache(p.new_empty(shape)) for _ in range(c.n_layer)]
 
     def step(self, idx: torch.Tensor, state: list[KVCache]) -> tuple[torch.Tensor, list[KVCache]]:
         return self(idx, state), state
