@@ -197,7 +197,8 @@ def train(
     net = forward if forward is not None else model
     state = state or TrainState()
     state.optimizer = state.optimizer or make_optimizer(model, cfg)
-    state.generator = state.generator or torch.Generator().manual_seed(cfg.seed + rank.rank)
+    if state.generator is None or (rank.rank > 0 and state.step > 0):  # a resumed run saved rank 0's stream only:
+        state.generator = torch.Generator().manual_seed(cfg.seed + rank.rank + 7919 * state.step)  # the others start anew
     if state.torch_rng is not None:
         torch.set_rng_state(state.torch_rng)
     opt, gen = state.optimizer, state.generator
