@@ -144,14 +144,15 @@ def train(
                           eval_interval=eval_interval, seed=seed, device=dev, early_stop=early_stop, deterministic=deterministic)
         options = parse_settings(settings)
         models.make_config(type, 1, 1, **options)  # reject bad options before reading any data
-        if init_from:
-            plan = runs.plan_init_from(init_from, data, seed, mode, cfg)
-        folder = out_dir or checkpoint.DEFAULT_DIR / run_dir(data, plan.model_type if init_from else type)
-        check_run_folder(folder, [data])
+        source = checkpoint.load(init_from) if init_from else None
+        folder = out_dir or checkpoint.DEFAULT_DIR / run_dir(data, source.model_type if source else type)
+        check_run_folder(folder, [data])  # before any data is read
         if (folder / checkpoint.FILENAME).exists() and not (overwrite or init_from):
             raise MakemoreError(f"{folder}: already holds a trained model; continue it (--resume {folder}), "
                                 f"start afresh (--overwrite) or train into another --out")
-        if not init_from:
+        if source:
+            plan = runs.plan_init_from(source, data, seed, mode, cfg)
+        else:
             prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
             plan = runs.Plan(type, prep, cfg, config=runs.model_config(type, prep, options, cfg.batch_size))
     was_deterministic = torch.are_deterministic_algorithms_enabled()

@@ -230,7 +230,11 @@ def encode_text(tok, text: str) -> list[int]:
     return getattr(tok, "encode_ordinary", tok.encode)(text)
 
 
+def predicted_chars(text: str, ids: list[int], tok) -> int:
+    """Characters of running text that a model predicts: all but those of its first token."""
+    return len(text) - (len(tok.decode(ids[:1])) if ids else 0)
+
+
 def encode_stream(text: str, tok, block_size: int) -> Stream:
     ids = encode_text(tok, text)
-    first = len(tok.decode(ids[:1])) if ids else 0
-    return Stream(tokens=torch.tensor(ids, dtype=torch.long), block_size=block_size, n_chars=len(text) - first)
+    return Stream(tokens=torch.tensor(ids, dtype=torch.long), block_size=block_size, n_chars=predicted_chars(text, ids, tok))

@@ -24,6 +24,7 @@ from makemore.train import Eval, Step, TrainConfig, TrainState, evaluate, loss_f
 from tokenizer import CharTokenizer, TokenizerError
 from tokenizer.bpe import EOT as BOUNDARY
 from tokenizer import files as tokenizer_files
+from tokenizer.files import finite
 
 TEXT_BLOCK_SIZE = 128  # text mode's default context, in tokens
 MAX_BLOCK_SIZE = 1 << 16  # a longer context is surely a typo
@@ -181,18 +182,14 @@ class MetricsLog:
             self.tokens += event.tokens
             if event.step % self.every:
                 return
-            seconds = event.elapsed - (self.since if self.since is not None else event.elapsed - 1e-9)
+            speed = self.tokens / (event.elapsed - self.since) if self.since is not None else None  # none for the first row
             row = {"step": event.step, "train_loss": event.loss, "lr": event.lr, "grad_norm": event.grad_norm,
-                   "tokens_per_s": self.tokens / seconds if self.since is not None else None, "wall": event.elapsed}
+                   "tokens_per_s": speed, "wall": event.elapsed}
             self.tokens, self.since = 0, event.elapsed
         else:
             row = {"step": event.step, "eval_train_loss": event.train_loss, "val_loss": event.val_loss, "wall": event.elapsed}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(finite(row)) + "\n")
-
-
-def finite(row: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
 def remove_stale_temp_files(folder: Path) -> None:
@@ -409,9 +406,7 @@ def plan_resume(folder: Path, data_path, max_steps: int | None, max_seconds: flo
     return Plan(ckpt.model_type, prep, cfg, model=ckpt.model, state=state, origin=rec.get("init_from"))
 
 
-def plan_init_from(source: Path, data_path, seed: int, mode: str, cfg: TrainConfig) -> Plan:
-    """Fine-tune: the model, config and tokenizer of checkpoint `source`, trained on new data."""
-    ckpt = checkpoint.load(source)
-    mode = mode if mode != "auto" else None
-    prep = prepare(data_path, seed, mode=mode or "auto", block_size=ckpt.model.config.block_size, tok=ckpt.tokenizer)
+def plan_init_from(ckpt: checkpoint.Checkpoint, data_path, seed: int, mode: str, cfg: TrainConfig) -> Plan:
+    """Fine-tune: the model, config and tokenizer of checkpoint `ckpt`, trained on new data."""
+    prep = prepare(data_path, seed, mode=mode, block_size=ckpt.model.config.block_size, tok=ckpt.tokenizer)
     return Plan(ckpt.model_type, prep, cfg, model=ckpt.model, origin=str(ckpt.path))

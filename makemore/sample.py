@@ -21,8 +21,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from makemore.data import encode_text, normalize
+from makemore.data import encode_text, normalize, predicted_chars
 from makemore.errors import MakemoreError
+from makemore.train import check_seed
 from tokenizer import TokenizerError
 
 MAX_SAMPLES = 100_000  # per call: more is surely a typo
@@ -81,10 +82,8 @@ def make_generator(seed: int | None, device) -> torch.Generator:
     gen = torch.Generator(device=device)
     if seed is None:
         gen.seed()
-    elif not 0 <= seed < 2**63:
-        raise MakemoreError(f"--seed {seed}: must be from 0 to 2**63 - 1")
     else:
-        gen.manual_seed(seed)
+        gen.manual_seed(check_seed(seed))
     return gen
 
 
@@ -238,7 +237,7 @@ def score(model: nn.Module, tok, text: str, mode: str) -> Score:
     for t in range(1, len(seq)):
         lp = float(F.log_softmax(decoder.next_logits(x[:, :t]), dim=-1)[0, seq[t]])
         pieces.append(("" if t == len(seq) - 1 and boundary is not None else tok.decode([seq[t]]), lp))
-    chars = len(text) + 1 if mode == "lines" else len(text) - len(tok.decode(seq[:1]))
+    chars = len(text) + 1 if mode == "lines" else predicted_chars(text, ids, tok)
     return Score(text, sum(lp for _, lp in pieces), pieces, chars)
 
 

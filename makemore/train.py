@@ -41,6 +41,13 @@ class Diverged(Exception):
         self.step = step
 
 
+def check_seed(seed: int) -> int:
+    """A seed torch's generators take."""
+    if not 0 <= seed < 2**63:
+        raise MakemoreError(f"--seed {seed}: must be from 0 to 2**63 - 1")
+    return seed
+
+
 @dataclass(kw_only=True)
 class TrainConfig:
     max_steps: int = 5000  # optimisation steps
@@ -64,8 +71,7 @@ class TrainConfig:
                 raise MakemoreError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise MakemoreError(f"--lr {self.lr}: must be a positive number")
-        if not 0 <= self.seed < 2**63:
-            raise MakemoreError(f"--seed {self.seed}: must be from 0 to 2**63 - 1")
+        check_seed(self.seed)
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise MakemoreError(f"--max-seconds {self.max_seconds}: must be positive")
 
@@ -228,14 +234,15 @@ def train(
         loss = loss_fn(net(x.to(cfg.device)), y.to(cfg.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf, foreach=True)
-        bad_loss, bad_norm = rank.agree(float(not torch.isfinite(loss)), float(not torch.isfinite(norm)))
+        norm = float(nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf, foreach=True))
+        loss_value = loss.item()
+        bad_loss, bad_norm = rank.agree(float(not math.isfinite(loss_value)), float(not math.isfinite(norm)))
         if bad_loss or bad_norm:
             raise Diverged(state.step + 1, "loss" if bad_loss else "gradient norm")
         opt.step()
         state.step += 1
         elapsed = time.perf_counter() - start
-        emit(Step(state.step, loss.item(), lr, elapsed, min(progress_at(state.step, elapsed), 1.0), float(norm),
+        emit(Step(state.step, loss_value, lr, elapsed, min(progress_at(state.step, elapsed), 1.0), norm,
                   int((y != IGNORE).sum()) * rank.world))
     state.elapsed = time.perf_counter() - start
     state.torch_rng = torch.get_rng_state()

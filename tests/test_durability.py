@@ -202,3 +202,11 @@ def test_compare_reports_a_diverged_run_in_one_line(toy):
     result = runner.invoke(app, ["compare", str(toy / "toy.txt"), "--types", "transformer", "--lr", "1e30",
                                  "--steps", "50", "--out", str(toy / "cmp")])
     assert result.exit_code == 1 and "training diverged at step" in result.stderr.strip().splitlines()[-1]
+
+
+def test_fine_tuning_checks_the_output_before_reading_data(toy):
+    base = toy / "b0"
+    assert runner.invoke(app, ["train", str(toy / "toy.txt"), *GRU, "--max-steps", "10", "--out", str(base)]).exit_code == 0
+    (toy / "afile").write_text("x")
+    result = runner.invoke(app, ["train", str(toy / "missing.txt"), "--init-from", str(base), "--out", str(toy / "afile" / "run")])
+    assert result.exit_code == 2 and "afile is a file, not a folder" in result.stderr

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import sys
 
 import typer
@@ -21,6 +20,7 @@ from rich.text import Text
 from typer import rich_utils
 
 from tokenizer.errors import TokenizerError
+from tokenizer.files import finite
 
 stderr = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)  # a message is one line, however long
 
@@ -66,17 +66,6 @@ def _one_line_usage_error(e) -> None:
 
 
 rich_utils.rich_format_error = _one_line_usage_error  # typer looks it up when a usage error happens
-
-
-def finite(obj):
-    """`obj` with NaN and infinities replaced by None: JSON has no words for them."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    return obj
 
 
 def print_json(obj) -> None:

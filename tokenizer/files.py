@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import sys
@@ -136,6 +137,17 @@ def read_stdin(name: str = "standard input") -> str:
     stream = getattr(sys.stdin, "buffer", None)
     raw = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
     return decode_text(raw, name)
+
+
+def finite(obj):
+    """`obj` with NaN and infinities replaced by None: JSON has no words for them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
 
 
 def load(path: str | Path):
