@@ -48,6 +48,23 @@ def test_greedy_generation_is_the_same_with_and_without_the_cache(model_type):
     assert [i.logprob for i in items_a] == pytest.approx([i.logprob for i in items_b], abs=1e-4)
 
 
+def test_decoding_leaves_torch_flags_as_they_were(monkeypatch):
+    tok = CharTokenizer("abcdefghij")
+    model = make("transformer", "text")
+    assert torch.backends.mkldnn.enabled
+    assert len(list(stream_text(model, tok, [1], 5, Sampling(temperature=0), seed=0))) == 5
+    assert torch.backends.mkldnn.enabled  # decoding turns oneDNN off for its steps only
+
+    def fail(idx, state):
+        assert not torch.backends.mkldnn.enabled
+        raise RuntimeError("step failed")
+
+    monkeypatch.setattr(model, "step", fail)
+    with pytest.raises(RuntimeError, match="step failed"):
+        Decoder(model).next_logits(torch.tensor([[1, 2]]))
+    assert torch.backends.mkldnn.enabled
+
+
 def test_the_context_restarts_from_half_a_block():
     model = make("transformer", "text")
     lengths = [model.context_length(n) for n in range(1, 30)]

@@ -65,7 +65,6 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
-        self.drop = dropout(config.dropout)  # on the output, not the attention weights: keeps SDPA's fast kernel
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
@@ -79,7 +78,7 @@ class CausalSelfAttention(nn.Module):
         else:  # new query i sits at position past + i and sees keys 0..past + i
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))  # (B, T, C)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -89,16 +88,16 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(C)
         self.attn = CausalSelfAttention(config)
         self.ln2 = nn.LayerNorm(C)
-        self.mlp = nn.Sequential(nn.Linear(C, 4 * C), nn.GELU(), nn.Linear(4 * C, C), dropout(config.dropout))
+        self.mlp = nn.Sequential(nn.Linear(C, 4 * C), nn.GELU(), nn.Linear(4 * C, C))
+        self.p = config.dropout  # on the attention and MLP outputs, not the attention weights: keeps SDPA's fast kernel
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), cache)
-        return x + self.mlp(self.ln2(x))
+        x = x + self.drop(self.attn(self.ln1(x), cache))
+        return x + self.drop(self.mlp(self.ln2(x)))
 
-
-def dropout(p: float) -> nn.Module:
-    """Dropout, or nothing at all when p is 0 (no parameters either way: checkpoints are the same)."""
-    return nn.Dropout(p) if p > 0 else nn.Identity()
+    def drop(self, x: torch.Tensor) -> torch.Tensor:
+        """Dropout while training; no call at all otherwise (a decoding step is a few dozen tiny ops)."""
+        return F.dropout(x, self.p, training=True) if self.training and self.p > 0 else x
 
 
 def gpt2_init(module: nn.Module) -> None:
