@@ -100,24 +100,26 @@ class Decoder:
         """Logits (B, V) of the id after `seq` (B, n), which only grows between calls."""
         n = seq.shape[1]
         begin = n - self.model.context_length(n)
-        with without_onednn():
-            if not self.cache:
-                return self.model(seq[:, begin:])[:, -1]
-            if begin != self.begin:  # a new context: start over from its first id
-                self.state, self.begin, self.fed = self.model.init_state(seq.shape[0]), begin, begin
-            logits, self.state = self.model.step(seq[:, self.fed :], self.state)
+        if not self.cache:
+            return self.model(seq[:, begin:])[:, -1]
+        if begin != self.begin:  # a new context: start over from its first id
+            self.state, self.begin, self.fed = self.model.init_state(seq.shape[0]), begin, begin
+        new = seq[:, self.fed :]
+        with onednn(new.shape[1] > 1):
+            logits, self.state = self.model.step(new, self.state)
         self.fed = n
         return logits[:, -1]
 
 
 @contextmanager
-def without_onednn() -> Iterator[None]:
-    """Torch's own CPU kernels instead of oneDNN's, for decoding: oneDNN's GELU costs a fixed ~6 µs
-    per call, as much as a one-token step's matrix products (measured: the cached transformer step
-    of `bench/generate.py` 1,500 -> 1,850 tokens/s, the uncached one unchanged). Same function:
-    the results differ in rounding only."""
+def onednn(enabled: bool) -> Iterator[None]:
+    """oneDNN's CPU kernels on or off for a while. A one-position decoding step runs without them:
+    their GELU and LSTM cost a fixed setup per call that one position cannot pay back (measured in
+    `bench/generate.py`: cached transformer 1,550 -> 1,930 tokens/s, cached lstm 5,200 -> 9,300),
+    while longer inputs (prompts, the uncached reference) are faster with them (uncached lstm 900
+    vs 250 tokens/s). Same function either way: the results differ in rounding only."""
     before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = enabled and before
     try:
         yield
     finally:

@@ -53,16 +53,19 @@ def test_decoding_leaves_torch_flags_as_they_were(monkeypatch):
     model = make("transformer", "text")
     assert torch.backends.mkldnn.enabled
     assert len(list(stream_text(model, tok, [1], 5, Sampling(temperature=0), seed=0))) == 5
-    assert torch.backends.mkldnn.enabled  # decoding turns oneDNN off for its steps only
+    assert torch.backends.mkldnn.enabled  # decoding turns oneDNN off for its one-position steps only
+    seen = []
 
     def fail(idx, state):
-        assert not torch.backends.mkldnn.enabled
+        seen.append((idx.shape[1], torch.backends.mkldnn.enabled))
         raise RuntimeError("step failed")
 
     monkeypatch.setattr(model, "step", fail)
-    with pytest.raises(RuntimeError, match="step failed"):
-        Decoder(model).next_logits(torch.tensor([[1, 2]]))
-    assert torch.backends.mkldnn.enabled
+    for prompt in ([1], [1, 2]):
+        with pytest.raises(RuntimeError, match="step failed"):
+            Decoder(model).next_logits(torch.tensor([prompt]))
+        assert torch.backends.mkldnn.enabled
+    assert seen == [(1, False), (2, True)]
 
 
 def test_the_context_restarts_from_half_a_block():
