@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +23,7 @@ from torch.nn import functional as F
 
 from makemore.data import encode_text, normalize, predicted_chars
 from makemore.errors import MakemoreError
+from makemore.models.base import onednn
 from makemore.train import check_seed
 from tokenizer import TokenizerError
 
@@ -105,25 +105,10 @@ class Decoder:
         if begin != self.begin:  # a new context: start over from its first id
             self.state, self.begin, self.fed = self.model.init_state(seq.shape[0]), begin, begin
         new = seq[:, self.fed :]
-        with onednn(new.shape[1] > 1):
+        with onednn(self.model.onednn and new.shape[1] > 1):  # one position: oneDNN's setup costs more than it saves
             logits, self.state = self.model.step(new, self.state)
         self.fed = n
         return logits[:, -1]
-
-
-@contextmanager
-def onednn(enabled: bool) -> Iterator[None]:
-    """oneDNN's CPU kernels on or off for a while. A one-position decoding step runs without them:
-    their GELU and LSTM cost a fixed setup per call that one position cannot pay back (measured in
-    `bench/generate.py`: cached transformer 1,550 -> 1,930 tokens/s, cached lstm 5,200 -> 9,300),
-    while longer inputs (prompts, the uncached reference) are faster with them (uncached lstm 900
-    vs 250 tokens/s). Same function either way: the results differ in rounding only."""
-    before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = enabled and before
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = before
 
 
 def encode_prompt(tok, text: str, option: str) -> list[int]:

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from makemore.data import IGNORE, Items, Stream
 from makemore.distributed import SINGLE, Rank
 from makemore.errors import MakemoreError
+from makemore.models.base import onednn
 
 
 class Diverged(Exception):
@@ -155,7 +156,8 @@ def evaluate(model: nn.Module, split: Items | Stream, max_items: int | None = No
     total, count = 0.0, 0
     for x, y in split.eval_batches(max_items):
         x, y = x.to(device), y.to(device)
-        total += loss_fn(model(x), y, reduction="sum").item()
+        with onednn(getattr(model, "onednn", True)):
+            total += loss_fn(model(x), y, reduction="sum").item()
         count += int((y != IGNORE).sum())
     model.train(was_training)
     return total / max(count, 1), count
@@ -231,9 +233,10 @@ def train(
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = train_data.batch(cfg.batch_size, gen)
-        loss = loss_fn(net(x.to(cfg.device)), y.to(cfg.device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with onednn(getattr(model, "onednn", True)):
+            loss = loss_fn(net(x.to(cfg.device)), y.to(cfg.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         norm = float(nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf, foreach=True))
         loss_value = loss.item()
         bad_loss, bad_norm = rank.agree(float(not math.isfinite(loss_value)), float(not math.isfinite(norm)))

@@ -84,3 +84,20 @@ def test_causality_test_can_fail(model_type):
     changed[:, 5:] = (changed[:, 5:] + 1) % 11
     peek = lambda x: torch.roll(model(x), -1, dims=1)  # noqa: E731 -- position t sees t + 1
     assert not torch.allclose(peek(changed)[:, :5], peek(idx)[:, :5], atol=1e-6)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
+def test_transformer_dropout_drops_p_and_keeps_the_expectation(p):
+    from makemore.models.transformer import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(400, 500, requires_grad=True)
+    y = dropout(x, p)
+    dropped = float((y == 0).float().mean())
+    assert abs(dropped - p) < 4 * (p * (1 - p) / x.numel()) ** 0.5  # 4 standard deviations
+    assert y.unique().tolist() == [0.0, pytest.approx(1 / (1 - p), rel=1e-4)]
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient goes through the kept numbers only, scaled alike
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, p), y)  # torch's generator: the same seed, the same mask
+    assert not torch.equal(dropout(x, p), y)

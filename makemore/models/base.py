@@ -20,6 +20,8 @@ The loss, the training loop, sampling and checkpoints are shared and live elsewh
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -57,6 +59,7 @@ class ModelConfig:
 class LanguageModel(nn.Module):
     default_lr = 1e-3  # peak learning rate when --lr is not given
     text_lr: float | None = None  # the same in text mode, where it differs
+    onednn = True  # trains and evaluates with torch's oneDNN CPU kernels (see `onednn`)
 
     @classmethod
     def lr_for(cls, mode: str) -> float:
@@ -90,3 +93,17 @@ class LanguageModel(nn.Module):
         logits = self(window)[:, -idx.shape[1] :]
         r = self.receptive_field
         return logits, window if r is None else window[:, -r:]
+
+
+@contextmanager
+def onednn(enabled: bool) -> Iterator[None]:
+    """Torch's oneDNN CPU kernels on (if they were) or off for a while. They are much faster for
+    `nn.LSTM`, but their GELU costs a fixed ~6 µs setup per call: the transformer trains 5% faster
+    without them, and a one-position decoding step runs 25% faster. Same function either way: the
+    results differ in rounding only."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = enabled and before
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
