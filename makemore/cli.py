@@ -156,7 +156,8 @@ def train(
             prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
             plan = runs.Plan(type, prep, cfg, config=runs.model_config(type, prep, options, cfg.batch_size))
     was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(deterministic or was_deterministic)
+    if deterministic and not was_deterministic:  # only when asked: the call imports torch's compiler (1 s)
+        torch.use_deterministic_algorithms(True)
     if rank.main and not resume:
         for name in (checkpoint.LAST, "metrics.jsonl"):  # a fresh start: no stale state or curves from before
             (folder / name).unlink(missing_ok=True)
@@ -173,7 +174,8 @@ def train(
     except Diverged as e:
         raise diverged(e, say) from None
     finally:
-        torch.use_deterministic_algorithms(was_deterministic)
+        if deterministic and not was_deterministic:
+            torch.use_deterministic_algorithms(False)
         distributed.finish(rank)
     if not rank.main:
         return

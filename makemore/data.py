@@ -216,10 +216,12 @@ def encode_items(items: list[str], tok, block_size: int | None = None, ids: list
     seqs = [[eot, *item, eot] for item in (ids if ids is not None else map(tok.encode, items))]
     if block_size is None:
         block_size = max(map(len, seqs)) - 1
-    rows = torch.full((len(seqs), block_size + 1), IGNORE, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        s = s[: block_size + 1]
-        rows[i, : len(s)] = torch.tensor(s)
+    width, flat = block_size + 1, []
+    for s in seqs:  # one flat list, one tensor: a tensor per item took 0.1 s for 32,000 names
+        s = s[:width]
+        flat += s
+        flat += [IGNORE] * (width - len(s))
+    rows = torch.tensor(flat, dtype=torch.long).view(len(seqs), width)
     x = rows[:, :-1].clone()
     x[x == IGNORE] = eot  # padding inputs: any valid id will do, their targets are ignored
     return Items(x=x, y=rows[:, 1:].clone(), n_chars=sum(len(s) + 1 for s in items))

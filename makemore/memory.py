@@ -11,6 +11,7 @@ import os
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from makemore.errors import MakemoreError
 
@@ -47,9 +48,20 @@ def require(n_bytes: float, what: str, fix: str) -> None:
 
 def count_params(build) -> int:
     """Parameters of the model `build()` makes, counted on the meta device (nothing is allocated)."""
-    with torch.device("meta"):
+    with torch.device("meta"), _NoInit():
         model: nn.Module = build()
     return sum(p.numel() for p in model.parameters())
+
+
+class _NoInit(TorchFunctionMode):
+    """Skips the random initialisation of parameters: on the meta device it would go through torch's
+    reference kernels, whose first use imports torch._dynamo (1.2 s of every `makemore train`)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init" or func in (torch.Tensor.uniform_, torch.Tensor.normal_):
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
 
 
 def training_bytes(n_params: int, batch_size: int, block_size: int, vocab_size: int, width: int) -> float:
