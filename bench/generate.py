@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 
@@ -21,6 +20,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from machine import describe
 from makemore import models
 from makemore.sample import Sampling, stream_text
 from tokenizer import CharTokenizer
@@ -56,7 +56,7 @@ def main() -> None:
         cached, plain = tokens_per_second(model, args.tokens, args.repeats)
         rows.append({"type": name, "block_size": block, "cached_tokens_per_s": cached, "uncached_tokens_per_s": plain,
                      "speedup": cached / plain})
-    machine = f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    machine = f"{describe(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())}, torch {torch.__version__}"
     if args.json:
         print(json.dumps({"machine": machine, "tokens": args.tokens, "rows": rows}, indent=2))
         return

@@ -30,6 +30,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from machine import describe
+
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ROOT.parent / "shared" / "data" / "names.txt"
 TYPES = ("mlp", "rnn", "gru", "transformer")
@@ -68,6 +70,7 @@ def main() -> None:
     ap.add_argument("--reference", type=Path, required=True, help="a checkout of the single-file makemore")
     ap.add_argument("--data", default=str(NAMES))
     ap.add_argument("--steps", type=int, default=400, help="steps per type for the per-step medians")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each, taken in turns; medians reported")
     ap.add_argument("--avx2", action="store_true")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -76,22 +79,30 @@ def main() -> None:
         env |= {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
     data = str(Path(args.data).resolve())
     reference = str((args.reference / "makemore.py").resolve())
+    ours_ms: dict[str, list[float]] = {t: [] for t in TYPES}
+    ref_ms: dict[str, list[float]] = {t: [] for t in TYPES}
+    ours_wall, ref_wall = [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        ours = json.loads(run([sys.executable, "-c", OURS_STEP, data, str(args.steps), ",".join(TYPES)], work, env)[0])
-        rows = []
-        for t in TYPES:
-            out, _ = run([sys.executable, reference, "-i", data, "-o", str(work / f"ref-{t}"), "--type", t, "-n", "0",
-                          "--max-steps", str(args.steps)], work, env)
-            ref_ms = statistics.median(float(m) for m in re.findall(r"step time ([\d.]+)ms", out)[2:])
-            rows.append({"type": t, "ours_ms": ours[t], "reference_ms": ref_ms, "ratio": ref_ms / ours[t]})
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-        _, ours_wall = run([sys.executable, "-m", "makemore", "train", data, "--type", "transformer", "--max-steps", "2000",
-                            "--eval-interval", "500", "--out", str(work / "ours-2000"), "--overwrite"], work, env)
-        _, ref_wall = run([sys.executable, reference, "-i", data, "-o", str(work / "ref-2000"), "--type", "transformer",
-                           "-n", "0", "--max-steps", "2000"], work, env)
+        for r in range(args.rounds):  # ours and the reference in turns: the machine's drift falls on both
+            ours = json.loads(run([sys.executable, "-c", OURS_STEP, data, str(args.steps), ",".join(TYPES)], work, env)[0])
+            for t in TYPES:
+                ours_ms[t].append(ours[t])
+                out, _ = run([sys.executable, reference, "-i", data, "-o", str(work / f"ref-{t}"), "--type", t, "-n", "0",
+                              "--max-steps", str(args.steps)], work, env)
+                ref_ms[t].append(statistics.median(float(m) for m in re.findall(r"step time ([\d.]+)ms", out)[2:]))
+            ours_wall.append(run([sys.executable, "-m", "makemore", "train", data, "--type", "transformer", "--max-steps", "2000",
+                                  "--eval-interval", "500", "--out", str(work / "ours-2000"), "--overwrite"], work, env)[1])
+            ref_wall.append(run([sys.executable, reference, "-i", data, "-o", str(work / "ref-2000"), "--type", "transformer",
+                                 "-n", "0", "--max-steps", "2000"], work, env)[1])
+            print(f"round {r + 1}: " + json.dumps({"ours_ms": ours, "reference_ms": {t: ref_ms[t][-1] for t in TYPES},
+                                                   "ours_s": ours_wall[-1], "reference_s": ref_wall[-1]}), file=sys.stderr, flush=True)
+    med = statistics.median
+    rows = [{"type": t, "ours_ms": med(ours_ms[t]), "reference_ms": med(ref_ms[t]), "ratio": med(ref_ms[t]) / med(ours_ms[t])}
+            for t in TYPES]
+    ours_wall, ref_wall = med(ours_wall), med(ref_wall)
     whole = {"ours_s": ours_wall, "reference_s": ref_wall, "ratio": ref_wall / ours_wall}
-    machine = f"{ours['capability']}{' (forced)' if args.avx2 else ''}, {os.cpu_count()} cores, {ours['threads']} threads"
+    machine = describe(ours["capability"] + (" (forced)" if args.avx2 else ""), ours["threads"]) + f"; medians of {args.rounds} rounds"
     if args.json:
         print(json.dumps({"machine": machine, "per_step": rows, "whole_process": whole}, indent=2))
         return
