@@ -19,7 +19,7 @@ import statistics
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 from importlib import resources
 from pathlib import Path
 
@@ -133,6 +133,14 @@ def split_text(text: str) -> dict[str, str]:
     return {"train": text[:a], "val": text[a:b], "test": text[b:]}
 
 
+class Batch(NamedTuple):
+    """Inputs and targets (B, T); `pos`, for packed rows, each id's position in its own item."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    pos: torch.Tensor | None = None
+
+
 @dataclass
 class Items:
     """Lines mode, one split, encoded: inputs `x` and targets `y`, both (N, block_size) int64."""
@@ -151,11 +159,38 @@ class Items:
     def block_size(self) -> int:
         return self.x.shape[1]
 
-    def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A random batch, cut to its longest item: trailing padding is never computed on."""
+    def batch(self, batch_size: int, generator: torch.Generator, pack: bool = False) -> Batch:
+        """`batch_size` random items, one per row cut to the longest (trailing padding is never
+        computed on); or, with `pack`, the same items laid end to end in rows of `block_size`."""
         idx = torch.randint(len(self), (batch_size,), generator=generator)
+        if pack:
+            return self.packed(idx)
         T = int(self.lengths[idx].max())
-        return self.x[idx, :T], self.y[idx, :T]
+        return Batch(self.x[idx, :T], self.y[idx, :T])
+
+    def packed(self, idx: torch.Tensor) -> Batch:
+        """Items `idx` packed into as few rows of `block_size` as first-fit (longest first) finds;
+        `pos` numbers each item's positions from 0, which is all a model needs to keep the items
+        apart (a position p sees the p before it). Names fill a third of a padded batch: packing
+        computes on ~40% fewer positions for the same items, targets and loss."""
+        W, lengths = self.block_size, self.lengths[idx]
+        sizes = lengths.tolist()
+        rows: list[int] = []  # how full each row is
+        starts = [0] * len(sizes)  # where each item goes in the flat rows
+        for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+            r = next((r for r, used in enumerate(rows) if used + sizes[i] <= W), len(rows))
+            if r == len(rows):
+                rows.append(0)
+            starts[i], rows[r] = r * W + rows[r], rows[r] + sizes[i]
+        j = torch.arange(W)
+        keep = (j < lengths[:, None]).view(-1).nonzero().squeeze(1)  # each item's ids in a flat (B * W) grid
+        to = (torch.tensor(starts)[:, None] + j).view(-1)[keep]
+        src = (idx[:, None] * W + j).view(-1)[keep]
+        x = torch.full((len(rows) * W,), int(self.x[0, 0]), dtype=torch.long)  # padding: any valid id, its target is ignored
+        y = torch.full((len(rows) * W,), IGNORE, dtype=torch.long)
+        p = torch.zeros(len(rows) * W, dtype=torch.long)
+        x[to], y[to], p[to] = self.x.view(-1)[src], self.y.view(-1)[src], src % W
+        return Batch(x.view(-1, W), y.view(-1, W), p.view(-1, W))
 
     def eval_batches(self, limit: int | None = None, batch_size: int = 500) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The first `limit` items (all by default), in order, in batches."""
@@ -187,12 +222,13 @@ class Stream:
         """Non-overlapping evaluation windows."""
         return max(0, -(-(len(self.tokens) - 1) // self.block_size))
 
-    def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """`batch_size` windows of `block_size + 1` tokens at random offsets (nanoGPT's way)."""
+    def batch(self, batch_size: int, generator: torch.Generator, pack: bool = False) -> Batch:
+        """`batch_size` windows of `block_size + 1` tokens at random offsets (nanoGPT's way); they are
+        full, so `pack` changes nothing."""
         if self._windows is None:
             self._windows = self.tokens.unfold(0, self.block_size + 1, 1)  # a view: (N - T, T + 1)
         rows = self._windows[torch.randint(self._windows.shape[0], (batch_size,), generator=generator)]
-        return rows[:, :-1], rows[:, 1:]
+        return Batch(rows[:, :-1], rows[:, 1:])
 
     def eval_batches(self, limit: int | None = None, batch_size: int = 64) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The first `limit` non-overlapping windows (all by default): every token but the first is a

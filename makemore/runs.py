@@ -204,7 +204,7 @@ def compiled_forward(model, data, warn: Callable[[str], None]):
     """`torch.compile(model)`, tried on one small batch; on any failure a warning and None (eager)."""
     try:
         compiled = torch.compile(model)
-        x, y = data.batch(2, torch.Generator().manual_seed(0))
+        x, y, _ = data.batch(2, torch.Generator().manual_seed(0))
         loss_fn(compiled(x), y).backward()
         model.zero_grad(set_to_none=True)
         return compiled

@@ -64,6 +64,7 @@ class TrainConfig:
     seed: int = 1337  # batch order (the split and the model's init are seeded by the caller)
     early_stop: int | None = None  # stop after this many evaluations without a better val loss
     deterministic: bool = False  # torch's deterministic algorithms; no timings in the checkpoint (byte-identical files)
+    pack: bool = True  # lines mode: a batch's items packed into full rows, for the models that can (the transformer)
     device: str = "cpu"  # resolved device, see `resolve_device`
 
     def __post_init__(self):
@@ -210,6 +211,7 @@ def train(
     if state.torch_rng is not None:
         torch.set_rng_state(state.torch_rng)
     opt, gen = state.optimizer, state.generator
+    packs = getattr(model, "packs", False) and cfg.pack
     start = time.perf_counter() - state.elapsed
     state.stopped = ""
 
@@ -232,9 +234,10 @@ def train(
         lr = learning_rate(cfg, state.step, progress)
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = train_data.batch(cfg.batch_size, gen)
+        x, y, pos = train_data.batch(cfg.batch_size, gen, pack=packs)
         with onednn(getattr(model, "onednn", True)):
-            loss = loss_fn(net(x.to(cfg.device)), y.to(cfg.device))
+            logits = net(x.to(cfg.device)) if pos is None else net(x.to(cfg.device), pos=pos.to(cfg.device))
+            loss = loss_fn(logits, y.to(cfg.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
         norm = float(nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf, foreach=True))

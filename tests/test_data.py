@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from tests.conftest import toy_items
+
 from makemore import data
 from makemore.errors import MakemoreError
 from tokenizer import CharTokenizer
@@ -75,10 +77,31 @@ def test_items_are_encoded_between_boundaries_with_ignored_padding():
     assert split.n_chars == 5  # two characters + one end, one character + one end
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_packed_batches_hold_the_same_items_each_numbered_from_zero(seed):
+    items = toy_items(60, seed)
+    tok = CharTokenizer.from_items(items)
+    split = data.encode_items(items, tok)
+    plain = split.batch(16, torch.Generator().manual_seed(seed))
+    packed = split.batch(16, torch.Generator().manual_seed(seed), pack=True)
+    assert packed.x.shape[1] == split.block_size and packed.x.shape[0] < 16
+    # cut the packed rows where the positions restart: the pieces are the plain batch's items
+    pieces = []
+    for x, y, pos in zip(packed.x.tolist(), packed.y.tolist(), packed.pos.tolist()):
+        starts = [i for i, p in enumerate(pos) if p == 0] + [len(pos)]
+        for a, b in zip(starts, starts[1:]):
+            if y[a] != data.IGNORE:  # not row padding
+                assert pos[a:b] == list(range(b - a))
+                pieces.append((x[a:b], y[a:b]))
+    n = (plain.y != data.IGNORE).sum(1).tolist()
+    assert sorted(pieces) == sorted((x[:k], y[:k]) for x, y, k in zip(plain.x.tolist(), plain.y.tolist(), n))
+    assert int((packed.y != data.IGNORE).sum()) == sum(n)  # the same targets, so the same mean loss
+
+
 def test_batches_are_seeded_and_cut_to_their_longest_item():
     tok = CharTokenizer.from_items(["a", "bbbbbbbb"])
     split = data.encode_items(["a"] * 50 + ["bbbbbbbb"], tok)
-    x1, y1 = split.batch(4, torch.Generator().manual_seed(3))
-    x2, y2 = split.batch(4, torch.Generator().manual_seed(3))
+    x1, y1, _ = split.batch(4, torch.Generator().manual_seed(3))
+    x2, y2, _ = split.batch(4, torch.Generator().manual_seed(3))
     assert torch.equal(x1, x2) and torch.equal(y1, y2)
     assert x1.shape[1] == int((y1 != data.IGNORE).sum(1).max())

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from makemore import checkpoint, data, models
-from makemore.train import TrainConfig, evaluate, train
+from makemore.train import TrainConfig, evaluate, loss_fn, train
 from tests.conftest import toy_items
 from tokenizer import CharTokenizer
 
@@ -101,3 +101,25 @@ def test_transformer_dropout_drops_p_and_keeps_the_expectation(p):
     torch.manual_seed(0)
     assert torch.equal(dropout(x, p), y)  # torch's generator: the same seed, the same mask
     assert not torch.equal(dropout(x, p), y)
+
+
+def test_transformer_on_packed_rows_computes_each_item_as_alone():
+    items = toy_items(40, 3)
+    tok = CharTokenizer.from_items(items)
+    split = data.encode_items(items, tok)
+    model = perturbed(make("transformer", tok.vocab_size, split.block_size)).eval()
+    plain = split.batch(12, torch.Generator().manual_seed(0))
+    packed = split.batch(12, torch.Generator().manual_seed(0), pack=True)
+    assert packed.x.shape[0] < 12
+    with torch.no_grad():
+        a, b = model(plain.x), model(packed.x, pos=packed.pos)
+    pieces = {}  # each packed item's ids -> its logits
+    for x, pos, logits in zip(packed.x.tolist(), packed.pos.tolist(), b):
+        starts = [i for i, p in enumerate(pos) if p == 0] + [len(pos)]
+        for s, e in zip(starts, starts[1:]):
+            pieces[tuple(x[s:e])] = logits[s:e]
+    for x, y, logits in zip(plain.x.tolist(), plain.y, a):
+        k = int((y != data.IGNORE).sum())
+        assert torch.allclose(pieces[tuple(x[:k])], logits[:k], atol=1e-5)
+    with torch.no_grad():
+        assert float(loss_fn(a, plain.y)) == pytest.approx(float(loss_fn(b, packed.y)), abs=1e-6)

@@ -39,7 +39,7 @@ def test_training_windows_never_reach_into_val_or_test(tmp_path):
     gen = torch.Generator().manual_seed(0)
     n = len(train_split.tokens)
     for _ in range(50):
-        x, y = train_split.batch(64, gen)
+        x, y, _ = train_split.batch(64, gen)
         assert x.shape == y.shape == (64, 16) and torch.equal(x[:, 1:], y[:, :-1])
     # every window is a slice of the training tokens alone: the last one ends at the last training token
     assert train_split._windows.shape[0] == n - 16 and torch.equal(train_split._windows[-1], train_split.tokens[-17:])

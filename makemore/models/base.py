@@ -60,6 +60,7 @@ class LanguageModel(nn.Module):
     default_lr = 1e-3  # peak learning rate when --lr is not given
     text_lr: float | None = None  # the same in text mode, where it differs
     onednn = True  # trains and evaluates with torch's oneDNN CPU kernels (see `onednn`)
+    packs = False  # `forward(idx, pos=...)` takes packed rows of several items (`data.Items.packed`)
 
     @classmethod
     def lr_for(cls, mode: str) -> float:

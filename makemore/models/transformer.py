@@ -66,12 +66,14 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # (3, B, H, T, hs)
         past = 0 if cache is None else cache.n
         q, (k, v) = qkv[0], (qkv[1:] if cache is None else cache.add(qkv[1:]))  # k, v: (B, H, past + T, hs)
-        if past == 0:
+        if mask is not None:  # packed rows: each id sees the ids of its own item up to itself
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hs)
         elif T == 1:  # one new query, after all the cached keys: it sees every one of them
             y = F.scaled_dot_product_attention(q, k, v)
@@ -91,8 +93,8 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(C, 4 * C), nn.GELU(), nn.Linear(4 * C, C))
         self.p = config.dropout  # on the attention and MLP outputs, not the attention weights: keeps SDPA's fast kernel
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), cache))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), cache, mask))
         return x + self.drop(self.mlp(self.ln2(x)))
 
     def drop(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,6 +128,7 @@ def gpt2_init(module: nn.Module) -> None:
 class Transformer(LanguageModel):
     default_lr = 1e-3  # peak learning rate when --lr is not given (names: 1e-3 beat 2e-3 at 8,000 steps)
     text_lr = 2e-3  # text mode (tinyshakespeare: val 1.66 in 180 s)
+    packs = True  # trains on packed rows (see `forward`)
     onednn = False  # torch's own GELU: oneDNN's costs a fixed setup per call (names: 5% faster steps)
 
     def __init__(self, config: TransformerConfig):
@@ -146,14 +149,23 @@ class Transformer(LanguageModel):
     def max_context(self) -> int:
         return self.config.block_size  # learned positions
 
-    def forward(self, idx: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, caches: list[KVCache] | None = None, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V) of ids (B, T) after the cached ones; or, with `pos` (B, T), of packed rows
+        where each id is at position `pos` of its own item (`data.Items.packed`)."""
         T = idx.shape[1]
         past = caches[0].n if caches else 0
-        x = self.tok_emb(idx) + self.pos_emb.weight[past : past + T]  # (B, T, C): token + position
         if past + T > self.config.block_size:
             raise ValueError(f"{past + T} positions; the model has {self.config.block_size}")
+        mask = None
+        if pos is None:
+            x = self.tok_emb(idx) + self.pos_emb.weight[past : past + T]  # (B, T, C): token + position
+        else:
+            x = self.tok_emb(idx) + self.pos_emb(pos)
+            j = torch.arange(T, device=idx.device)
+            first = j - pos  # where each id's item starts in its row
+            mask = ((j[None, None, :] >= first[:, :, None]) & (j[None, None, :] <= j[None, :, None]))[:, None]  # (B, 1, T, T)
         for i, block in enumerate(self.blocks):
-            x = block(x, caches[i] if caches else None)  # (B, T, C)
+            x = block(x, caches[i] if caches else None, mask)  # (B, T, C)
         return self.head(self.ln_f(x))  # (B, T, V)
 
     def init_state(self, batch_size: int) -> list[KVCache]:
