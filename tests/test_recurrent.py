@@ -44,3 +44,43 @@ def test_a_fused_checkpoint_loads_into_the_written_out_cell(model_type, tmp_path
     written.load_state_dict(loaded.model.state_dict())
     idx = torch.randint(11, (3, 12))
     assert (written(idx) - model(idx)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("model_type", ["rnn", "gru"])
+def test_written_out_backpropagation_through_time_equals_torch_gradients(model_type, monkeypatch):
+    torch.manual_seed(0)
+    model = models.build(model_type, models.make_config(model_type, 13, 20, n_embd=16, n_hidden=24)).double()
+    with torch.no_grad():
+        model.start.normal_()
+    idx = torch.randint(13, (5, 20))
+    calls = []
+    own = model.through_time
+    monkeypatch.setattr(model, "through_time", lambda x, state: calls.append(1) or own(x, state))
+    ours = model(idx)  # training on a CPU: the written-out recurrence
+    ours.square().mean().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    assert calls == [1]
+    with torch.no_grad():
+        model(idx)  # no gradients wanted (decoding): torch's kernel
+    assert calls == [1]
+    model.zero_grad()
+    monkeypatch.setattr(model, "through_time", lambda x, state: None)  # torch's kernel, and autograd through it
+    theirs = model(idx)
+    theirs.square().mean().backward()
+    assert torch.allclose(ours, theirs, atol=1e-12)
+    for name, p in model.named_parameters():
+        assert torch.allclose(grads[name], p.grad, atol=1e-12), name
+
+
+def test_the_written_out_recurrences_pass_gradcheck():
+    from makemore.models.gru import GRUThroughTime
+    from makemore.models.rnn import ElmanThroughTime
+
+    torch.manual_seed(0)
+    T, B, H = 4, 3, 5
+
+    def leaf(*shape):
+        return torch.randn(*shape, dtype=torch.double, requires_grad=True)
+
+    assert torch.autograd.gradcheck(ElmanThroughTime.apply, (leaf(T, B, H), leaf(B, H), leaf(H, H)))
+    assert torch.autograd.gradcheck(GRUThroughTime.apply, (leaf(T, B, 3 * H), leaf(B, H), leaf(3 * H, H), leaf(3 * H)))

@@ -4,6 +4,8 @@ Each type names a torch module (`nn.RNN`, `nn.GRU`, `nn.LSTM`) whose weights it 
 its cell out as plain tensor equations in `cell`. `step` runs either torch's fused kernel
 (`fused=True`, the fast default) or the written-out cell one step at a time; both read the same
 parameters, so a checkpoint loads into either and the tests check they compute the same function.
+With `fused=True`, training on a CPU goes through `through_time` where a type has one (rnn, gru):
+the same recurrence with its backward pass written out, tested against torch's gradients.
 Incremental decoding carries the hidden state: `forward` is `step` from the learned start state.
 Every training window (lines or text mode) starts from that learned state too.
 """
@@ -54,13 +56,22 @@ class RecurrentLM(LanguageModel):
 
     def step(self, idx: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         x = self.wte(idx)  # (B, T, E)
-        if self.config.fused:
+        if not self.config.fused:
+            h, state = self.unrolled(x, state)
+        elif torch.is_grad_enabled() and x.device.type == "cpu" and (h := self.through_time(x, state)) is not None:
+            state = (h[:, -1],)  # training on a CPU: the type's own backpropagation through time
+        else:
             init = tuple(s.unsqueeze(0).contiguous() for s in state)  # (1, B, H): one layer
             h, last = self.rnn(x, init if self.n_states > 1 else init[0])  # (B, T, H)
             state = tuple(s.squeeze(0) for s in (last if self.n_states > 1 else (last,)))
-        else:
-            h, state = self.unrolled(x, state)
         return self.head(h), state  # (B, T, V)
+
+    def through_time(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
+        """All hidden states (B, T, H) after inputs `x` (B, T, E), by a recurrence whose backward pass
+        is written out (rnn, gru); None where torch's kernel is used for training too (lstm: oneDNN's).
+        On a CPU, autograd through torch's kernel records a dozen nodes per position; the written-out
+        backward is a few fused operations per position and one matrix product for W_hh at the end."""
+        return None
 
     def unrolled(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         gx = x @ self.rnn.weight_ih_l0.T + self.rnn.bias_ih_l0  # (B, T, G*H): all input projections at once

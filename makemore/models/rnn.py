@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from makemore.models.recurrent import RecurrentConfig, RecurrentLM
 
@@ -24,3 +25,37 @@ class RNN(RecurrentLM):
     def cell(self, gx, state):
         (h,) = state
         return (torch.tanh(gx + self.hidden_gates(h)),)  # Mikolov et al. 2010, eq. 2
+
+    def through_time(self, x, state):
+        r = self.rnn
+        a = F.linear(x, r.weight_ih_l0, r.bias_ih_l0 + r.bias_hh_l0).transpose(0, 1).contiguous()  # (T, B, H): inputs' share
+        return ElmanThroughTime.apply(a, state[0], r.weight_hh_l0).transpose(0, 1)  # (B, T, H)
+
+
+class ElmanThroughTime(torch.autograd.Function):
+    """h_t = tanh(a_t + W h_{t-1}) for t = 1..T, with backpropagation through time written out.
+
+    Backward, from the last step to the first: the gradient reaching h_t (from its logits, and from
+    h_{t+1} through W) times tanh' = 1 - h_t^2 is the gradient of a_t; W's gradient is then one
+    product over all steps, sum_t da_t^T h_{t-1}."""
+
+    @staticmethod
+    def forward(ctx, a, h0, w):  # a: (T, B, H), the inputs' share with both biases; h0: (B, H); w: W_hh (H, H)
+        hs = a.new_empty(a.shape[0] + 1, *h0.shape)  # h_0 .. h_T
+        hs[0] = h0
+        for t in range(a.shape[0]):
+            torch.addmm(a[t], hs[t], w.t(), out=hs[t + 1]).tanh_()
+        ctx.save_for_backward(hs, w)
+        return hs[1:]
+
+    @staticmethod
+    def backward(ctx, grad):  # grad: (T, B, H), the loss's gradient at each h_t
+        hs, w = ctx.saved_tensors
+        slope = 1 - hs[1:] * hs[1:]  # tanh' at every step
+        da = torch.empty_like(grad)  # gradient of each a_t
+        T = grad.shape[0]
+        torch.mul(grad[T - 1], slope[T - 1], out=da[T - 1])
+        for t in range(T - 2, -1, -1):
+            torch.addmm(grad[t], da[t + 1], w, out=da[t]).mul_(slope[t])  # (dL/dh_t + da_{t+1} W) * tanh'
+        flat = da.reshape(-1, w.shape[0])
+        return da, da[0] @ w, flat.t() @ hs[:-1].reshape(-1, w.shape[0])
