@@ -4,7 +4,8 @@ Two kinds of data set, one interface (`batch` for a random training batch, `eval
 deterministic evaluation batches of a split, `n_chars` for bits per character):
 - `Items` (lines mode): one item per line. Each item becomes `<boundary> tokens <boundary>`, padded
   to `block_size + 1` with -1 targets that the loss ignores, so a batch is `x[idx], y[idx]` cut to
-  its longest item. The block size is the longest item + 1.
+  its longest item; or, for models that can take it (`LanguageModel.packs`), the same items packed
+  end to end into rows, with each id's position in its item. The block size is the longest item + 1.
 - `Stream` (text mode): the whole file is one token stream. A training batch is random windows of
   `block_size + 1` tokens; evaluation covers the split with non-overlapping windows, in order.
 Text is normalised to NFC (recorded in the checkpoint) wherever it enters: data, prompts, eval files.
