@@ -173,12 +173,17 @@ def main() -> None:
                    "train_ours": run_worker("train", {"ours": True, "corpus": str(corpus), "vocab": args.vocab,
                                                       "out": str(tmp / "big.json")})}
     if args.json:
-        print(json.dumps({"vocab": args.vocab, "rows": rows, "big": big}, indent=2))
+        print(json.dumps({"vocab": args.vocab, "cpu": __import__("machine").cpu_name(), "rows": rows, "big": big}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"BPE, vocab {args.vocab}, GPT-4 split; seconds (peak MB)")
+    import torch  # only to report what torch says of this CPU: BPE itself does not use torch
+
+    from machine import describe
+
+    machine = describe(torch.backends.cpu.get_cpu_capability()) + f"; HF default threads: {os.cpu_count()}; encode: 1 thread"
+    table = Table(title=f"BPE, vocab {args.vocab}, GPT-4 split; seconds (peak MB); CPU {machine}")
     for col in ("corpus", "train: ours", "train: HF 1 thread", "train: HF default", "encode MB/s: ours", "tiktoken", "HF",
                 "identical ids"):
         table.add_column(col, justify="left" if col == "corpus" else "right")
