@@ -195,7 +195,7 @@ def main() -> None:
         table.add_row(f"{r['corpus']} ({r['mb']:.1f} MB)", t(r["train_ours"]), t(r["train_hf_1thread"]), t(r.get("train_hf_default")),
                       f"{r['encode_ours']['mb_per_s']:.2f}", f"{r['encode_tiktoken']['mb_per_s']:.2f}",
                       f"{r['encode_hf']['mb_per_s']:.2f}", "yes" if r["identical_ids"] else "NO")
-    console = Console()
+    console = Console(width=200)
     console.print(table)
     if big:
         console.print(f"{big['corpus']} ({big['mb']:.0f} MB), ours: {t(big['train_ours'])}")
