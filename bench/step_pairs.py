@@ -29,9 +29,8 @@ from makemore import models, runs
 from makemore.train import Step, TrainConfig, train
 
 
-def ours(data: str, model_type: str):
+def ours(prep: runs.Prepared, model_type: str):
     """A function that trains our `model_type` for n more steps and returns their durations."""
-    prep = runs.prepare(data)
     torch.manual_seed(0)
     model = models.build(model_type, models.make_config(model_type, prep.tokenizer.vocab_size, prep.block_size))
     state, done = None, 0
@@ -95,7 +94,8 @@ def main() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     types = args.types.split(",")
-    pairs = {t: (ours(args.data, t), reference(module, args.data, t)) for t in types}
+    prep = runs.prepare(args.data)
+    pairs = {t: (ours(prep, t), reference(module, args.data, t)) for t in types}
     times = {t: ([], []) for t in types}
     for _ in range(args.chunks):
         for t in types:

@@ -1,6 +1,6 @@
 """Byte-level BPE: golden cases, fast == reference, round trips, special tokens, files."""
 
-import json
+import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -180,7 +180,7 @@ def test_training_stops_below_min_frequency():
 def test_counting_a_file_in_parallel_gives_the_same_counts(tmp_path):
     from tokenizer.train import count_file
 
-    rng = __import__("random").Random(3)
+    rng = random.Random(3)
     words = ["alpha", "Beta", "ça", "δέλτα", "x1", "  ", "\n", "\nword", "don't", "🙂", "42"]
     text = "".join(rng.choice(words) + rng.choice([" ", "", "\n"]) for _ in range(20000))
     path = tmp_path / "c.txt"

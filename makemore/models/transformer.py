@@ -95,11 +95,8 @@ class Block(nn.Module):
         self.p = config.dropout  # on the attention and MLP outputs, not the attention weights: keeps SDPA's fast kernel
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), cache, mask))
-        return x + self.drop(self.mlp(self.ln2(x)))
-
-    def drop(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout_while_training(self, x, self.p)
+        x = x + dropout_while_training(self, self.attn(self.ln1(x), cache, mask), self.p)
+        return x + dropout_while_training(self, self.mlp(self.ln2(x)), self.p)
 
 
 def dropout_while_training(module: nn.Module, x: torch.Tensor, p: float) -> torch.Tensor:
