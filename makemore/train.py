@@ -31,6 +31,7 @@ from makemore.data import IGNORE, Items, Stream
 from makemore.distributed import SINGLE, Rank
 from makemore.errors import MakemoreError
 from makemore.models.base import onednn
+from makemore.optim import AdamW
 
 
 class Diverged(Exception):
@@ -108,7 +109,7 @@ class TrainState:
     best_step: int = 0
     elapsed: float = 0.0  # seconds of training so far
     evals_since_best: int = 0  # for early stopping
-    optimizer: torch.optim.Optimizer | None = None  # made by `train` when None
+    optimizer: AdamW | None = None  # made by `train` when None
     generator: torch.Generator | None = None  # the batch order; seeded by `train` when None
     torch_rng: torch.Tensor | None = None  # torch's global RNG (dropout), restored on resume
     best_weights: dict | None = None  # the model's state at its best evaluation
@@ -171,8 +172,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    fused = cfg.device in ("cpu", "cuda")  # one kernel for all parameters: the fastest step on small models
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=fused)
+    return AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=cfg.device in ("cpu", "cuda"))  # torch's fused kernel there
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -212,7 +212,6 @@ def train(
         torch.set_rng_state(state.torch_rng)
     opt, gen = state.optimizer, state.generator
     packs = getattr(model, "packs", False) and cfg.pack
-    params = [p for p in model.parameters() if p.requires_grad]  # listed once: walking the modules every step costs 0.1 ms
     start = time.perf_counter() - state.elapsed
     state.stopped = ""
 
@@ -239,14 +238,14 @@ def train(
         with onednn(getattr(model, "onednn", True)):
             logits = net(x.to(cfg.device)) if pos is None else net(x.to(cfg.device), pos=pos.to(cfg.device))
             loss = loss_fn(logits, y.to(cfg.device))
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
-        norm = float(nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf, foreach=True))
-        loss_value = loss.item()
+        norm_tensor = opt.grad_norm()
+        norm, loss_value = float(norm_tensor), loss.item()
         bad_loss, bad_norm = rank.agree(float(not math.isfinite(loss_value)), float(not math.isfinite(norm)))
         if bad_loss or bad_norm:
             raise Diverged(state.step + 1, "loss" if bad_loss else "gradient norm")
-        opt.step()
+        opt.step(norm_tensor, cfg.grad_clip or math.inf)  # clipped to grad_clip within the update
         state.step += 1
         elapsed = time.perf_counter() - start
         emit(Step(state.step, loss_value, lr, elapsed, min(progress_at(state.step, elapsed), 1.0), norm,

@@ -1,0 +1,93 @@
+"""The trainer's AdamW computes what torch.optim.AdamW does after clip_grad_norm_."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from makemore.optim import AdamW
+
+
+def model_and_batches(seed: int):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Embedding(11, 8), nn.Linear(8, 16), nn.Tanh(), nn.LayerNorm(16), nn.Linear(16, 11))
+    batches = [torch.randint(11, (4, 5), generator=torch.Generator().manual_seed(seed + i)) for i in range(6)]
+    return model, batches
+
+
+def groups(model, wd):
+    params = list(model.parameters())
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": wd},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+def loss_of(model, x):
+    return nn.functional.cross_entropy(model(x).flatten(0, 1), x.roll(1, dims=1).flatten()) * 50  # large: clipping acts
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("max_norm", [0.5, math.inf])
+def test_same_updates_as_torch(fused, max_norm):
+    ours_model, batches = model_and_batches(3)
+    ref_model, _ = model_and_batches(3)
+    ours = AdamW(groups(ours_model, 0.1), lr=3e-2, betas=(0.9, 0.99), fused=fused)
+    ref = torch.optim.AdamW(groups(ref_model, 0.1), lr=3e-2, betas=(0.9, 0.99))
+    clipped = 0
+    for x in batches:
+        ours.zero_grad()
+        loss_of(ours_model, x).backward()
+        norm = ours.grad_norm()
+        ours.step(norm, max_norm)
+        ref.zero_grad()
+        loss_of(ref_model, x).backward()
+        ref_norm = nn.utils.clip_grad_norm_(ref_model.parameters(), max_norm)
+        ref.step()
+        assert float(norm) == pytest.approx(float(ref_norm), rel=1e-5)
+        clipped += float(ref_norm) > max_norm
+    assert clipped == (len(batches) if max_norm < math.inf else 0)  # the case tested is the case meant
+    for a, b in zip(ours_model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_state_dict_round_trip_continues_identically():
+    model, batches = model_and_batches(5)
+    opt = AdamW(groups(model, 0.1), lr=1e-2, betas=(0.9, 0.99))
+    for x in batches[:3]:
+        opt.zero_grad()
+        loss_of(model, x).backward()
+        opt.step(opt.grad_norm(), 1.0)
+    twin, _ = model_and_batches(5)
+    twin.load_state_dict(model.state_dict())
+    saved = opt.state_dict()
+    assert [g["params"] for g in saved["param_groups"]] == [[0, 1, 2], [3, 4, 5, 6]]  # numbered group after group, as torch.optim does
+    copy = AdamW(groups(twin, 0.0), lr=0.5)
+    copy.load_state_dict(saved)
+    assert copy.param_groups[0]["weight_decay"] == 0.1 and copy.param_groups[0]["lr"] == 1e-2
+    for m, o in ((model, opt), (twin, copy)):
+        for x in batches[3:]:
+            o.zero_grad()
+            loss_of(m, x).backward()
+            o.step(o.grad_norm(), 1.0)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_torch_optim_state_loads():
+    """Checkpoints written before this optimizer hold torch.optim.AdamW's state_dict."""
+    model, batches = model_and_batches(7)
+    ref = torch.optim.AdamW(groups(model, 0.1), lr=1e-2, betas=(0.9, 0.99), fused=True)
+    loss_of(model, batches[0]).backward()
+    ref.step()
+    ours = AdamW(groups(model, 0.1), lr=1e-2)
+    ours.load_state_dict(ref.state_dict())
+    p = next(model.parameters())
+    assert torch.equal(ours.state[p]["exp_avg"], ref.state[p]["exp_avg"]) and float(ours.state[p]["step"]) == 1.0
+
+
+def test_mismatched_state_is_refused():
+    model, _ = model_and_batches(1)
+    other = nn.Linear(3, 3)
+    opt = AdamW(groups(model, 0.1), lr=1e-2)
+    with pytest.raises(ValueError):
+        opt.load_state_dict(AdamW(groups(other, 0.1), lr=1e-2).state_dict())
