@@ -181,19 +181,23 @@ class BPETokenizer:
         return list(chain.from_iterable(map(cache.__getitem__, chunks)))  # no Python-level loop per chunk
 
     def _encode_chunk(self, data: bytes) -> list[int]:
-        """Merge the lowest-ranked pair present until none is left (a pair's rank is the id it makes)."""
+        """Merge the lowest-ranked pair present until none is left (a pair's rank is the id it makes).
+        The leftmost occurrence goes first; another occurrence of the same pair is next, since every
+        pair a merge creates ranks after it. Only the two pairs beside a merge change rank."""
         ids = list(data)
         get = self.ranks.get
-        while len(ids) >= 2:
-            made = [get(pair, NO_MERGE) for pair in zip(ids, ids[1:])]  # the id each adjacent pair would make
+        made = [get(pair, NO_MERGE) for pair in zip(ids, ids[1:])]  # the id each adjacent pair would make
+        while made:
             best = min(made)
             if best == NO_MERGE:
                 break
             i = made.index(best)
-            if made.count(best) == 1:  # the usual case: one occurrence, merge it in place
-                ids[i : i + 2] = [best]
-            else:
-                ids = merge(ids, (ids[i], ids[i + 1]), best)
+            ids[i : i + 2] = [best]
+            del made[i]
+            if i > 0:
+                made[i - 1] = get((ids[i - 1], best), NO_MERGE)
+            if i < len(made):
+                made[i] = get((best, ids[i + 1]), NO_MERGE)
         return ids
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
