@@ -1,8 +1,10 @@
 """Byte-level BPE: golden cases, fast == reference, round trips, special tokens, files."""
 
 import random
+import sys
 
 import pytest
+import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -188,3 +190,20 @@ def test_counting_a_file_in_parallel_gives_the_same_counts(tmp_path):
     for pattern in (tokenizer.patterns.GPT4, tokenizer.patterns.GPT2):
         single = count_file(path, pattern, workers=1)
         assert count_file(path, pattern, workers=3) == single == count_chunks([text], pattern)
+
+
+ASCII_PIECES = ["'s", "'LL", "'ve", "'x", " ", "  ", "\t", "\n", "\r\n", "\x0b", "\x0c", "\x1c", "\x1f", "\x00", "\x7f",
+                "a", "Zq", "7", "1234", "!", "?!", "...", "_", "(", " x", "don't", "x\n", " \n\n", "$"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the ASCII twins need re's possessive quantifiers (3.11)")
+@pytest.mark.parametrize("pattern", [GPT2, GPT4])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pieces=st.lists(st.one_of(st.sampled_from(ASCII_PIECES), st.characters(max_codepoint=127)), max_size=40))
+def test_ascii_twin_splits_as_the_pattern(pattern, pieces):
+    from tokenizer.patterns import ASCII_TWINS
+
+    text = "".join(pieces)
+    assert pattern in ASCII_TWINS  # the fast path is the one tested
+    assert compile_split(pattern)(text) == regex.findall(pattern, text)
+    assert compile_split(pattern)(text + "é") == regex.findall(pattern, text + "é")  # not ASCII: regex itself
