@@ -193,12 +193,13 @@ class Items:
         x[to], y[to], p[to] = self.x.view(-1)[src], self.y.view(-1)[src], src % W
         return Batch(x.view(-1, W), y.view(-1, W), p.view(-1, W))
 
-    def eval_batches(self, limit: int | None = None, batch_size: int = 500) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The first `limit` items (all by default), in order, in batches."""
+    def eval_batches(self, limit: int | None = None, batch_size: int = 500, pack: bool = False) -> Iterator[Batch]:
+        """The first `limit` items (all by default), in order, in batches of rows (or with `pack`,
+        packed as `packed` does: the same targets in about half the positions on names)."""
         n = len(self) if limit is None else min(limit, len(self))
         for i in range(0, n, batch_size):
             j = min(i + batch_size, n)
-            yield self.x[i:j], self.y[i:j]
+            yield self.packed(torch.arange(i, j)) if pack else Batch(self.x[i:j], self.y[i:j])
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -231,18 +232,19 @@ class Stream:
         rows = self._windows[torch.randint(self._windows.shape[0], (batch_size,), generator=generator)]
         return Batch(rows[:, :-1], rows[:, 1:])
 
-    def eval_batches(self, limit: int | None = None, batch_size: int = 64) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def eval_batches(self, limit: int | None = None, batch_size: int = 64, pack: bool = False) -> Iterator[Batch]:
         """The first `limit` non-overlapping windows (all by default): every token but the first is a
-        target exactly once. The last window may be shorter; it comes in a batch of its own."""
+        target exactly once. The last window may be shorter; it comes in a batch of its own. They
+        are full, so `pack` changes nothing."""
         T, n = self.block_size, len(self) if limit is None else min(limit, len(self))
         full = min(n, (len(self.tokens) - 1) // T)
         for i in range(0, full, batch_size):
             j = min(i + batch_size, full)
             rows = self.tokens[i * T : j * T + 1]
-            yield rows[:-1].view(j - i, T), rows[1:].view(j - i, T)
+            yield Batch(rows[:-1].view(j - i, T), rows[1:].view(j - i, T))
         if n > full:
             rest = self.tokens[full * T :]
-            yield rest[None, :-1], rest[None, 1:]
+            yield Batch(rest[None, :-1], rest[None, 1:])
 
 
 def encode_items(items: list[str], tok, block_size: int | None = None, ids: list[list[int]] | None = None) -> Items:

@@ -156,10 +156,11 @@ def evaluate(model: nn.Module, split: Items | Stream, max_items: int | None = No
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    for x, y in split.eval_batches(max_items):
+    for x, y, pos in split.eval_batches(max_items, pack=getattr(model, "packs", False)):
         x, y = x.to(device), y.to(device)
         with onednn(getattr(model, "onednn", True)):
-            total += loss_fn(model(x), y, reduction="sum").item()
+            logits = model(x) if pos is None else model(x, pos=pos.to(device))
+            total += loss_fn(logits, y, reduction="sum").item()
         count += int((y != IGNORE).sum())
     model.train(was_training)
     return total / max(count, 1), count

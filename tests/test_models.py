@@ -103,6 +103,24 @@ def test_transformer_dropout_drops_p_and_keeps_the_expectation(p):
     assert not torch.equal(dropout(x, p), y)
 
 
+def test_packed_evaluation_gives_the_plain_loss():
+    """The transformer is evaluated on packed rows: same loss and token count as row by row."""
+    from makemore.train import evaluate
+
+    items = toy_items(70, 5)
+    tok = CharTokenizer.from_items(items)
+    split = data.encode_items(items, tok)
+    model = perturbed(make("transformer", tok.vocab_size, split.block_size)).eval()
+    assert all(b.pos is not None for b in split.eval_batches(batch_size=30, pack=True))
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for b in split.eval_batches(batch_size=30):
+            total += float(loss_fn(model(b.x), b.y, reduction="sum"))
+            count += int((b.y != data.IGNORE).sum())
+    loss, n = evaluate(model, split)
+    assert n == count and loss == pytest.approx(total / count, rel=1e-5)
+
+
 def test_transformer_on_packed_rows_computes_each_item_as_alone():
     items = toy_items(40, 3)
     tok = CharTokenizer.from_items(items)

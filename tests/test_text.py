@@ -50,9 +50,9 @@ def test_training_windows_never_reach_into_val_or_test(tmp_path):
 def test_eval_windows_predict_every_token_but_the_first_exactly_once():
     tokens = torch.arange(1, 38)
     stream = data.Stream(tokens, block_size=8, n_chars=36)
-    targets = torch.cat([y.flatten() for _, y in stream.eval_batches(batch_size=2)])
+    targets = torch.cat([b.y.flatten() for b in stream.eval_batches(batch_size=2)])
     assert targets.tolist() == list(range(2, 38))
-    inputs = torch.cat([x.flatten() for x, _ in stream.eval_batches(batch_size=3)])
+    inputs = torch.cat([b.x.flatten() for b in stream.eval_batches(batch_size=3)])
     assert inputs.tolist() == list(range(1, 37)) and len(stream) == 5
 
 
