@@ -15,6 +15,7 @@ Neither kind handles files larger than memory: the file is read and encoded at o
 from __future__ import annotations
 
 import hashlib
+from array import array
 import random
 import statistics
 import unicodedata
@@ -142,6 +143,12 @@ class Batch(NamedTuple):
     pos: torch.Tensor | None = None
 
 
+def as_tensor(ints: list[int]) -> torch.Tensor:
+    """An int64 tensor of a list of ints, through an array: `torch.tensor` of a list of 256 ints
+    took 50 µs, this 5."""
+    return torch.frombuffer(array("q", ints), dtype=torch.int64) if ints else torch.zeros(0, dtype=torch.int64)
+
+
 @dataclass
 class Items:
     """Lines mode, one split, encoded: inputs `x` and targets `y`, both (N, block_size) int64."""
@@ -150,6 +157,7 @@ class Items:
     y: torch.Tensor
     n_chars: int  # characters in the items plus one end per item: the denominator of bits per character
     _lengths: torch.Tensor | None = None
+    _cells: torch.Tensor | None = field(default=None, repr=False)
     default_batch_size: ClassVar[int] = 32  # items per step
     mode: ClassVar[str] = "lines"
 
@@ -173,25 +181,43 @@ class Items:
         """Items `idx` packed into as few rows of `block_size` as first-fit (longest first) finds;
         `pos` numbers each item's positions from 0, which is all a model needs to keep the items
         apart (a position p sees the p before it). Names fill about two thirds of a batch cut to
-        its longest item: packed, the same items, targets and loss take ~30% fewer positions."""
-        W, lengths = self.block_size, self.lengths[idx]
-        sizes = lengths.tolist()
-        rows: list[int] = []  # how full each row is
-        starts = [0] * len(sizes)  # where each item goes in the flat rows
-        for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-            r = next((r for r, used in enumerate(rows) if used + sizes[i] <= W), len(rows))
+        its longest item: packed, the same items, targets and loss take ~30% fewer positions.
+        The rows are laid out in Python and gathered in one indexing (a dozen small tensor
+        operations took 0.34 ms, 3% of a names step; this, 0.1 ms)."""
+        W, items, sizes = self.block_size, idx.tolist(), self.lengths[idx].tolist()
+        rows: list[list[int]] = []  # the items of each row, in placement order
+        room: list[int] = []  # free positions left in each row
+        for k in sorted(range(len(items)), key=lambda k: -sizes[k]):
+            r = next((r for r, free in enumerate(room) if free >= sizes[k]), len(rows))
             if r == len(rows):
-                rows.append(0)
-            starts[i], rows[r] = r * W + rows[r], rows[r] + sizes[i]
-        j = torch.arange(W)
-        keep = (j < lengths[:, None]).view(-1).nonzero().squeeze(1)  # each item's ids in a flat (B * W) grid
-        to = (torch.tensor(starts)[:, None] + j).view(-1)[keep]
-        src = (idx[:, None] * W + j).view(-1)[keep]
-        x = torch.full((len(rows) * W,), int(self.x[0, 0]), dtype=torch.long)  # padding: any valid id, its target is ignored
-        y = torch.full((len(rows) * W,), IGNORE, dtype=torch.long)
-        p = torch.zeros(len(rows) * W, dtype=torch.long)
-        x[to], y[to], p[to] = self.x.view(-1)[src], self.y.view(-1)[src], src % W
-        return Batch(x.view(-1, W), y.view(-1, W), p.view(-1, W))
+                rows.append([])
+                room.append(W)
+            rows[r].append(k)
+            room[r] -= sizes[k]
+        src: list[int] = []  # for each packed position, its cell in the flat (N * W) grid, or the padding cell
+        pos: list[int] = []
+        for r, row in enumerate(rows):
+            for k in row:
+                start = items[k] * W
+                src += range(start, start + sizes[k])
+                pos += range(sizes[k])
+            src += [self.padding_cell] * room[r]
+            pos += [0] * room[r]
+        x, y = self.cells.index_select(1, as_tensor(src))  # (2, rows * W): inputs and targets
+        return Batch(x.view(-1, W), y.view(-1, W), as_tensor(pos).view(-1, W))
+
+    @property
+    def cells(self) -> torch.Tensor:
+        """(2, N * W + 1): every input and target cell flat, then one padding cell (any valid input,
+        an ignored target), made once."""
+        if self._cells is None:
+            pad = torch.tensor([[int(self.x[0, 0])], [IGNORE]])
+            self._cells = torch.cat([torch.stack([self.x.reshape(-1), self.y.reshape(-1)]), pad], dim=1)
+        return self._cells
+
+    @property
+    def padding_cell(self) -> int:
+        return self.x.numel()
 
     def eval_batches(self, limit: int | None = None, batch_size: int = 500, pack: bool = False) -> Iterator[Batch]:
         """The first `limit` items (all by default), in order, in batches of rows (or with `pack`,
