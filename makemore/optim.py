@@ -1,19 +1,25 @@
 """AdamW with gradient-norm clipping, the optimizer of the one training loop.
 
 The same arithmetic as `torch.optim.AdamW(fused=True)` after `nn.utils.clip_grad_norm_` (the tests
-compare them), done with fewer calls: the global gradient norm from one norm per tensor, and the
-clipping folded into the update (the fused kernel divides each gradient by `grad_scale` as it
-reads it). A small model's step is a few milliseconds, and torch.optim's per-step Python (group
-bookkeeping, hooks) plus clip_grad_norm_ (a norm, a conversion and a multiplication per tensor)
-were 10-20% of it; building a torch.optim optimizer also imports torch's compiler (1.1 s of every
-`makemore train`). Per parameter group, one update (Loshchilov & Hutter 2019, algorithm 2):
+compare them), on flat buffers: the optimizer lays all parameters end to end in one tensor, their
+gradients in another, and points each parameter's `.data` and `.grad` at its slice. Backward
+then accumulates into the flat gradient, the global norm is one reduction, the clipping is folded
+into the update (the fused kernel divides the gradient by `grad_scale` as it reads it), and each
+parameter group is one slice: one kernel call per group, however many tensors the model has.
+A small model's step is a few milliseconds; per tensor, torch.optim's Python, clip_grad_norm_'s
+norms and the fused kernel's per-tensor launches were 6-20% of it. Building a torch.optim
+optimizer also imports torch's compiler (1.1 s of every `makemore train`).
+
+Per parameter group, one update (Loshchilov & Hutter 2019, algorithm 2):
 
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  t += 1
     p = p (1 - lr wd) - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 
-`fused_step` runs torch's fused kernel (one pass per tensor, on CPU and CUDA); elsewhere (MPS)
-`plain_step` writes the same update out. `state_dict` has torch.optim's layout (moments and step
-per parameter index, groups' hyperparameters), which checkpoints store; no AMSGrad, no maximise.
+`fused_step` runs torch's fused kernel (CPU and CUDA); elsewhere (MPS) `plain_step` writes the
+update out. Code that re-points a parameter (`model.to(device)`, `p.grad = None`) is caught at
+the next `zero_grad`, which lays the buffers out again. `state_dict` has torch.optim's layout
+(moments and step per parameter index, the groups' hyperparameters), which checkpoints store.
+No AMSGrad, no maximise; all parameters on one device, of one dtype.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 HYPER = ("lr", "betas", "eps", "weight_decay")  # what a group holds beside its parameters
 
@@ -33,83 +38,116 @@ class AdamW:
         self.param_groups = [{"params": list(g["params"]), "lr": lr, "betas": tuple(betas), "eps": eps,
                               "weight_decay": g["weight_decay"]} for g in groups]
         self.params = [p for g in self.param_groups for p in g["params"]]  # torch.optim's index order
+        if len({(p.device, p.dtype) for p in self.params}) > 1:
+            raise ValueError("AdamW needs all parameters on one device and of one dtype")
         self.fused = fused
-        self.state: dict[nn.Parameter, dict[str, torch.Tensor]] = {}  # step, exp_avg, exp_avg_sq of each parameter
+        self.spans = []  # (start, end) of each group in the flat buffers
+        start = 0
+        for g in self.param_groups:
+            end = start + sum(p.numel() for p in g["params"])
+            self.spans.append((start, end))
+            start = end
+        like = self.params[0] if self.params else torch.zeros(())
+        self.data = like.new_empty(start)  # every parameter, end to end
+        self.grad = like.new_zeros(start)  # their gradients
+        self.exp_avg, self.exp_avg_sq = like.new_zeros(start), like.new_zeros(start)
+        self.steps = [torch.zeros((), dtype=torch.float32, device=like.device) for _ in self.param_groups]
+        self.lay_out()
+
+    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """`flat` cut into one tensor per parameter, shaped like it."""
+        out, start = [], 0
+        for p in self.params:
+            out.append(flat[start : start + p.numel()].view_as(p))
+            start += p.numel()
+        return out
+
+    def lay_out(self) -> None:
+        """Copy the parameters (and any gradients) into the flat buffers and point them there; the
+        buffers follow the parameters to another device."""
+        device = self.params[0].device if self.params else self.data.device
+        if self.data.device != device:
+            self.data, self.grad, self.exp_avg, self.exp_avg_sq = (t.to(device) for t in (self.data, self.grad, self.exp_avg, self.exp_avg_sq))
+            self.steps = [t.to(device) for t in self.steps]
+        self.data_views, self.grad_views = self.views(self.data), self.views(self.grad)
+        with torch.no_grad():
+            for p, d, g in zip(self.params, self.data_views, self.grad_views):
+                d.copy_(p)
+                if p.grad is None:
+                    g.zero_()
+                else:
+                    g.copy_(p.grad)
+                p.data, p.grad = d, g
+        self.pointers = [p.data_ptr() for p in self.params]
 
     def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
+        if [p.data_ptr() for p in self.params] != self.pointers or any(p.grad is not g for p, g in zip(self.params, self.grad_views)):
+            self.lay_out()  # something re-pointed a parameter or its gradient
+        self.grad.zero_()
 
     def grad_norm(self) -> torch.Tensor:
         """The 2-norm of all gradients together (a 0-dim tensor)."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if not grads:
-            return torch.zeros(())
-        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        return torch.linalg.vector_norm(self.grad)
 
     def step(self, norm: torch.Tensor | None = None, max_norm: float = math.inf) -> None:
         """One update; with the gradients' `norm` above `max_norm`, the gradients are first scaled
         down to `max_norm` (clip_grad_norm_'s rule: by max_norm / (norm + 1e-6))."""
         scale = None
         if norm is not None and math.isfinite(max_norm):
-            scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0).to(torch.float32)  # 1 / clip coefficient
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if params:
-                (self.fused_step if self.fused else self.plain_step)(group, params, scale)
+            scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0).to(torch.float32).to(self.data.device)  # 1 / clip coefficient
+        for group, (a, b), t in zip(self.param_groups, self.spans, self.steps):
+            if b > a:
+                (self.fused_step if self.fused else self.plain_step)(group, slice(a, b), t, scale)
 
-    def moments(self, params: list[nn.Parameter]) -> tuple[list, list, list]:
-        for p in params:
-            if p not in self.state:
-                self.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
-                                 "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
-        states = [self.state[p] for p in params]
-        return [s["step"] for s in states], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
-
-    def fused_step(self, group: dict, params: list, scale: torch.Tensor | None) -> None:
-        steps, exp_avgs, exp_avg_sqs = self.moments(params)
-        torch._foreach_add_(steps, 1)
+    def fused_step(self, group: dict, part: slice, t: torch.Tensor, scale: torch.Tensor | None) -> None:
+        t += 1
         b1, b2 = group["betas"]
-        torch._fused_adamw_(params, [p.grad for p in params], exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
-                            lr=group["lr"], beta1=b1, beta2=b2, weight_decay=group["weight_decay"], eps=group["eps"],
-                            maximize=False, grad_scale=None if scale is None else scale.to(params[0].device), found_inf=None)
+        torch._fused_adamw_([self.data[part]], [self.grad[part]], [self.exp_avg[part]], [self.exp_avg_sq[part]], [], [t],
+                            amsgrad=False, lr=group["lr"], beta1=b1, beta2=b2, weight_decay=group["weight_decay"],
+                            eps=group["eps"], maximize=False, grad_scale=scale, found_inf=None)
 
     @torch.no_grad()
-    def plain_step(self, group: dict, params: list, scale: torch.Tensor | None) -> None:
-        steps, exp_avgs, exp_avg_sqs = self.moments(params)
+    def plain_step(self, group: dict, part: slice, t: torch.Tensor, scale: torch.Tensor | None) -> None:
         lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
-        for p, t, m, v in zip(params, steps, exp_avgs, exp_avg_sqs):
-            g = p.grad if scale is None else p.grad / scale.to(p.device)
-            t += 1
-            p.mul_(1 - lr * group["weight_decay"])
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            n = float(t)
-            denom = (v.sqrt() / math.sqrt(1 - b2**n)).add_(eps)
-            p.addcdiv_(m, denom, value=-lr / (1 - b1**n))
+        p, m, v = self.data[part], self.exp_avg[part], self.exp_avg_sq[part]
+        g = self.grad[part] if scale is None else self.grad[part] / scale
+        t += 1
+        n = float(t)
+        p.mul_(1 - lr * group["weight_decay"])
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        p.addcdiv_(m, (v.sqrt() / math.sqrt(1 - b2**n)).add_(eps), value=-lr / (1 - b1**n))
 
     def state_dict(self) -> dict:
-        """torch.optim's layout: {"state": {index: {step, exp_avg, exp_avg_sq}}, "param_groups": [...]}."""
-        index = {p: i for i, p in enumerate(self.params)}
-        groups, start = [], 0
-        for g in self.param_groups:
-            groups.append({k: g[k] for k in HYPER} | {"params": list(range(start, start + len(g["params"])))})
-            start += len(g["params"])
-        return {"state": {index[p]: dict(s) for p, s in self.state.items()}, "param_groups": groups}
+        """torch.optim's layout: {"state": {index: {step, exp_avg, exp_avg_sq}}, "param_groups": [...]}
+        (copies: the live buffers keep changing)."""
+        groups, state, i = [], {}, 0
+        m, v = self.views(self.exp_avg), self.views(self.exp_avg_sq)
+        for g, t in zip(self.param_groups, self.steps):
+            groups.append({k: g[k] for k in HYPER} | {"params": list(range(i, i + len(g["params"])))})
+            for _ in g["params"]:
+                state[i] = {"step": t.clone(), "exp_avg": m[i].clone(), "exp_avg_sq": v[i].clone()}
+                i += 1
+        return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, saved: dict) -> None:
         """Moments and hyperparameters from `state_dict()` (or torch.optim's, as older checkpoints hold);
         a ValueError when they do not fit these parameters."""
         if [len(g["params"]) for g in saved["param_groups"]] != [len(g["params"]) for g in self.param_groups]:
             raise ValueError("the optimizer's parameter groups do not match the model's")
-        for mine, theirs in zip(self.param_groups, saved["param_groups"]):
+        entries = {int(i): e for i, e in saved["state"].items()}
+        if len(entries) not in (0, len(self.params)) or not set(entries) <= set(range(len(self.params))):
+            raise ValueError("the optimizer's moments do not match the model's parameters")
+        m, v = self.views(self.exp_avg), self.views(self.exp_avg_sq)
+        i = 0
+        for mine, theirs, t in zip(self.param_groups, saved["param_groups"], self.steps):
             mine.update({k: theirs[k] for k in HYPER} | {"betas": tuple(theirs["betas"])})
-        self.state = {}
-        for i, entry in saved["state"].items():
-            p = self.params[int(i)]
-            if entry["exp_avg"].shape != p.shape or entry["exp_avg_sq"].shape != p.shape:
-                raise ValueError(f"optimizer moments of shape {tuple(entry['exp_avg'].shape)} for a parameter of shape {tuple(p.shape)}")
-            self.state[p] = {"step": entry["step"].to(torch.float32, copy=True).to(p.device),
-                             "exp_avg": entry["exp_avg"].to(p.device, p.dtype, copy=True),
-                             "exp_avg_sq": entry["exp_avg_sq"].to(p.device, p.dtype, copy=True)}
+            for _ in mine["params"]:
+                e = entries.get(i)
+                if e is not None:
+                    if e["exp_avg"].shape != m[i].shape or e["exp_avg_sq"].shape != v[i].shape:
+                        raise ValueError(f"optimizer moments of shape {tuple(e['exp_avg'].shape)} for a parameter of shape {tuple(m[i].shape)}")
+                    m[i].copy_(e["exp_avg"])
+                    v[i].copy_(e["exp_avg_sq"])
+                    t.fill_(float(e["step"]))
+                i += 1

@@ -81,8 +81,11 @@ def test_torch_optim_state_loads():
     ref.step()
     ours = AdamW(groups(model, 0.1), lr=1e-2)
     ours.load_state_dict(ref.state_dict())
-    p = next(model.parameters())
-    assert torch.equal(ours.state[p]["exp_avg"], ref.state[p]["exp_avg"]) and float(ours.state[p]["step"]) == 1.0
+    mine, theirs = ours.state_dict()["state"], ref.state_dict()["state"]
+    assert len(mine) == len(theirs) == 7
+    for i in theirs:
+        assert torch.equal(mine[i]["exp_avg"], theirs[i]["exp_avg"]) and torch.equal(mine[i]["exp_avg_sq"], theirs[i]["exp_avg_sq"])
+        assert float(mine[i]["step"]) == 1.0
 
 
 def test_mismatched_state_is_refused():
@@ -91,3 +94,27 @@ def test_mismatched_state_is_refused():
     opt = AdamW(groups(model, 0.1), lr=1e-2)
     with pytest.raises(ValueError):
         opt.load_state_dict(AdamW(groups(other, 0.1), lr=1e-2).state_dict())
+
+
+def test_parameters_live_in_the_flat_buffers_and_are_laid_out_again_when_re_pointed():
+    model, batches = model_and_batches(9)
+    ref_model, _ = model_and_batches(9)
+    opt = AdamW(groups(model, 0.1), lr=1e-2, betas=(0.9, 0.99))
+    ref = torch.optim.AdamW(groups(ref_model, 0.1), lr=1e-2, betas=(0.9, 0.99))
+    w = model[1].weight
+    assert w.data_ptr() == opt.data.data_ptr() + opt.data.element_size() * model[0].weight.numel()  # second, after the embedding
+    for k, x in enumerate(batches):
+        if k == 2:
+            w.data = w.data.clone()  # as model.to(device) or load_state_dict(assign=True) would
+        if k == 3:
+            model[4].bias.grad = None
+        opt.zero_grad()
+        loss_of(model, x).backward()
+        opt.step(opt.grad_norm(), 1.0)
+        ref.zero_grad()
+        loss_of(ref_model, x).backward()
+        nn.utils.clip_grad_norm_(ref_model.parameters(), 1.0)
+        ref.step()
+    assert any(w.data_ptr() == v.data_ptr() for v in opt.data_views)  # back in the buffer
+    for a, b in zip(model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # and nothing was lost on the way
