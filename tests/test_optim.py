@@ -118,3 +118,34 @@ def test_parameters_live_in_the_flat_buffers_and_are_laid_out_again_when_re_poin
     assert any(w.data_ptr() == v.data_ptr() for v in opt.data_views)  # back in the buffer
     for a, b in zip(model.parameters(), ref_model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # and nothing was lost on the way
+
+
+def ddp_worker(rank: int, port: int, out: str):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    model, _ = model_and_batches(11)
+    ddp = nn.parallel.DistributedDataParallel(model)
+    opt = AdamW(groups(model, 0.1), lr=1e-2)
+    x = torch.randint(11, (4, 5), generator=torch.Generator().manual_seed(rank))  # each rank its own batch
+    opt.zero_grad()
+    loss_of(ddp, x).backward()
+    torch.save({"grad": opt.grad.clone(), "own": torch.autograd.grad(loss_of(model, x), opt.params)}, f"{out}.{rank}")  # the buffer's order
+    dist.destroy_process_group()
+
+
+def test_ddp_averages_gradients_into_the_flat_buffer(tmp_path):
+    """DDP copies the averaged gradients into each parameter's .grad: here, the optimizer's buffer."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(ddp_worker, args=(port, str(tmp_path / "r")), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"r.{i}") for i in range(2))
+    assert torch.equal(r0["grad"], r1["grad"])
+    mean = torch.cat([(a + b).reshape(-1) / 2 for a, b in zip(r0["own"], r1["own"])])
+    torch.testing.assert_close(r0["grad"], mean, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(torch.cat([g.reshape(-1) for g in r0["own"]]), mean)  # the ranks' own gradients differ
