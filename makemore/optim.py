@@ -19,7 +19,10 @@ Per parameter group, one update (Loshchilov & Hutter 2019, algorithm 2):
 update out. Code that re-points a parameter (`model.to(device)`, `p.grad = None`) is caught at
 the next `zero_grad`, which lays the buffers out again. `state_dict` has torch.optim's layout
 (moments and step per parameter index, the groups' hyperparameters), which checkpoints store.
-No AMSGrad, no maximise; all parameters on one device, of one dtype.
+No AMSGrad, no maximise; all parameters on one device, of one dtype. One difference from
+torch.optim: a parameter that gets no gradient in a step is updated with a zero gradient (its
+moments decay, weight decay applies) where torch.optim skips it; every model here uses all its
+parameters in every step.
 """
 
 from __future__ import annotations
