@@ -5,7 +5,7 @@ import base64
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -98,10 +98,14 @@ def hf_trained(ours):
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=TEXT)
+@example(text="a <|endoftext|>b")
 def test_a_tokenizers_trained_bpe_imports_and_gives_its_ids(hf_trained, text):
+    """Hugging Face always matches its added tokens in the text, so ours is asked to as well
+    (hypothesis also draws the string constants of this file, "<|endoftext|>" among them)."""
     ours, t = hf_trained
-    assert ours.encode(text) == t.encode(text).ids
-    assert ours.decode(ours.encode(text)) == text
+    ids = ours.encode(text, allowed_special="all")
+    assert ids == t.encode(text).ids
+    assert ours.decode(ids) == text
 
 
 def test_hf_special_token_keeps_its_id(hf_trained):
