@@ -24,6 +24,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from machine import describe
+
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ROOT.parent / "shared" / "data" / "names.txt"
 
@@ -59,7 +61,7 @@ def main() -> None:
         rows.append(run("--compile, 1 process", [*base, "--compile", "--out", "compiled"], work, "compiled"))
         ddp = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "makemore", *base[3:], "--out", "ddp"]
         rows.append(run("eager, 2 DDP processes (1 thread each)", ddp, work, "ddp", {"OMP_NUM_THREADS": "1"}))
-    machine = f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    machine = f"{describe(torch.backends.cpu.get_cpu_capability())}, torch {torch.__version__}"
     if args.json:
         print(json.dumps({"machine": machine, "rows": rows}, indent=2))
         return

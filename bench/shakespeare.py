@@ -34,6 +34,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from machine import describe
 from makemore.data import split_text
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout whose code is measured (run from a frozen clone while editing)
@@ -102,8 +103,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     text = Path(args.data).read_text(encoding="utf-8")
-    machine = (f"{torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
-               f"torch {torch.__version__}")
+    machine = f"{describe(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())}, torch {torch.__version__}"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

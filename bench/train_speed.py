@@ -18,6 +18,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from machine import describe
 from makemore import models, runs
 from makemore.compare import compare
 from makemore.train import TrainConfig
@@ -37,7 +38,8 @@ def main() -> None:
     cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, eval_interval=max(args.steps // 4, 1))
     with tempfile.TemporaryDirectory() as tmp:
         rows = compare(prep, args.types.split(","), cfg, Path(tmp))
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}"
+    machine = (f"{describe(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())}, torch {torch.__version__}, "
+               f"Python {platform.python_version()}")
     if args.json:
         print(json.dumps({"data": prep.name, "steps": args.steps, "batch_size": args.batch_size, "machine": machine,
                           "rows": [r.summary() for r in rows]}, indent=2))
