@@ -196,12 +196,13 @@ class Items:
             room[r] -= sizes[k]
         src: list[int] = []  # for each packed position, its cell in the flat (N * W) grid, or the padding cell
         pos: list[int] = []
+        pad = self.padding_cell
         for r, row in enumerate(rows):
             for k in row:
                 start = items[k] * W
                 src += range(start, start + sizes[k])
                 pos += range(sizes[k])
-            src += [self.padding_cell] * room[r]
+            src += [pad] * room[r]
             pos += [0] * room[r]
         x, y = self.cells.index_select(1, as_tensor(src))  # (2, rows * W): inputs and targets
         return Batch(x.view(-1, W), y.view(-1, W), as_tensor(pos).view(-1, W))

@@ -166,7 +166,7 @@ def evaluate(model: nn.Module, split: Items | Stream, max_items: int | None = No
     return total / max(count, 1), count
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> AdamW:
     """AdamW; matrices (embeddings, weights) decay, vectors (biases, norms) do not."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [

@@ -25,12 +25,20 @@ GPT4 = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p
 PATTERNS = {"gpt4": GPT4, "gpt2": GPT2, "none": None}
 
 _W = "\\t\\n\\x0b\\x0c\\r "  # regex's \\s, within ASCII
-ASCII_TWINS = {  # pattern -> the same pattern for ASCII-only text, in `re`'s syntax
-    GPT2: GPT2.replace(r"[^\s\p{L}\p{N}]", f"[^{_W}A-Za-z0-9]").replace(r"\p{L}", "[A-Za-z]").replace(r"\p{N}", "[0-9]")
-              .replace(r"(?!\S)", f"(?![^{_W}])").replace(r"\s", f"[{_W}]"),
-    GPT4: GPT4.replace(r"[^\s\p{L}\p{N}]", f"[^{_W}A-Za-z0-9]").replace(r"[^\r\n\p{L}\p{N}]", "[^\\r\\nA-Za-z0-9]")
-              .replace(r"\p{L}", "[A-Za-z]").replace(r"\p{N}", "[0-9]").replace(r"(?!\S)", f"(?![^{_W}])").replace(r"\s", f"[{_W}]"),
-} if sys.version_info >= (3, 11) else {}
+ASCII_CLASSES = [  # regex's classes and their ASCII spellings in `re`, in the order they are replaced
+    (r"[^\s\p{L}\p{N}]", f"[^{_W}A-Za-z0-9]"), (r"[^\r\n\p{L}\p{N}]", "[^\\r\\nA-Za-z0-9]"), (r"\p{L}", "[A-Za-z]"),
+    (r"\p{N}", "[0-9]"), (r"(?!\S)", f"(?![^{_W}])"), (r"\s", f"[{_W}]"),
+]
+
+
+def ascii_twin(pattern: str) -> str:
+    """The built-in `pattern` for ASCII-only text, in `re`'s syntax."""
+    for theirs, ours in ASCII_CLASSES:
+        pattern = pattern.replace(theirs, ours)
+    return pattern
+
+
+ASCII_TWINS = {p: ascii_twin(p) for p in (GPT2, GPT4)} if sys.version_info >= (3, 11) else {}  # pattern -> its twin
 
 # A chunk always ends at a newline that a letter follows (no alternative of either pattern
 # reaches across it), so a stream of text can be cut there and split piece by piece.
