@@ -122,12 +122,13 @@ def train(
     init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this checkpoint's weights, config and tokenizer.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Start afresh in a run folder that already holds a checkpoint.")] = False,
     early_stop: Annotated[Optional[int], typer.Option(help="Stop after N evaluations without a better val loss.")] = None,
+    ema: Annotated[float, typer.Option(help="Evaluate and save a moving average of the weights with this decay (e.g. 0.999); 0 = off.")] = 0.0,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (falls back to eager mode where it cannot).")] = False,
     deterministic: Annotated[bool, typer.Option(help="torch's deterministic algorithms: the same seed gives byte-identical checkpoints.")] = False,
     json: JsonOpt = False,
 ):
     """Train a model on FILE (default: the built-in names) and save the best checkpoint."""
-    if resume and (init_from or overwrite or settings or type or tokenizer_path or block_size or mode != "auto"):
+    if resume and (init_from or overwrite or settings or type or tokenizer_path or block_size or mode != "auto" or ema):
         raise MakemoreError("--resume continues a run with its own arguments; only --max-steps, --max-seconds and --device may change")
     if init_from and (settings or type or tokenizer_path or block_size):
         raise MakemoreError("--init-from takes the model type, options, tokenizer and block size from the checkpoint")
@@ -141,7 +142,8 @@ def train(
         type = type or "transformer"
         models.lookup(type)
         cfg = TrainConfig(max_steps=5000 if max_steps is None else max_steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
-                          eval_interval=eval_interval, seed=seed, device=dev, early_stop=early_stop, deterministic=deterministic)
+                          eval_interval=eval_interval, seed=seed, device=dev, early_stop=early_stop, deterministic=deterministic,
+                          ema=ema)
         options = parse_settings(settings)
         models.make_config(type, 1, 1, **options)  # reject bad options before reading any data
         source = checkpoint.load(init_from) if init_from else None

@@ -19,6 +19,15 @@ Per parameter group, one update (Loshchilov & Hutter 2019, algorithm 2):
 update out. Code that re-points a parameter (`model.to(device)`, `p.grad = None`) is caught at
 the next `zero_grad`, which lays the buffers out again. `state_dict` has torch.optim's layout
 (moments and step per parameter index, the groups' hyperparameters), which checkpoints store.
+With `average` (a decay such as 0.999), the optimizer also keeps an exponential moving average
+of the weights (Polyak & Juditsky 1992), one `lerp_` over the flat buffer per step:
+
+    a = d a + (1 - d) p,  d = min(average, (1 + t) / (10 + t))
+
+(the warm-up keeps the first steps from weighing the initial weights for long); `averaged()`
+swaps it into the parameters for a while (an evaluation, a checkpoint). It is saved per
+parameter as "average" beside the moments.
+
 No AMSGrad, no maximise; all parameters on one device, of one dtype. One difference from
 torch.optim: a parameter that gets no gradient in a step is updated with a zero gradient (its
 moments decay, weight decay applies) where torch.optim skips it; every model here uses all its
@@ -28,6 +37,8 @@ parameters in every step.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -36,8 +47,9 @@ HYPER = ("lr", "betas", "eps", "weight_decay")  # what a group holds beside its 
 
 class AdamW:
     def __init__(self, groups: list[dict], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 fused: bool = True):
-        """`groups`: dicts with "params" (lists of parameters) and "weight_decay"."""
+                 fused: bool = True, average: float = 0.0):
+        """`groups`: dicts with "params" (lists of parameters) and "weight_decay"; `average`: the decay
+        of the weights' moving average (0: none)."""
         self.param_groups = [{"params": list(g["params"]), "lr": lr, "betas": tuple(betas), "eps": eps,
                               "weight_decay": g["weight_decay"]} for g in groups]
         self.params = [p for g in self.param_groups for p in g["params"]]  # torch.optim's index order
@@ -55,7 +67,11 @@ class AdamW:
         self.grad = like.new_zeros(start)  # their gradients
         self.exp_avg, self.exp_avg_sq = like.new_zeros(start), like.new_zeros(start)
         self.steps = [torch.zeros((), dtype=torch.float32, device=like.device) for _ in self.param_groups]
+        self.average = average
+        self.weight_average = None  # the weights' moving average, laid out like `data`
         self.lay_out()
+        if average:
+            self.weight_average = self.data.clone()
 
     def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """`flat` cut into one tensor per parameter, shaped like it."""
@@ -71,6 +87,7 @@ class AdamW:
         device = self.params[0].device if self.params else self.data.device
         if self.data.device != device:
             self.data, self.grad, self.exp_avg, self.exp_avg_sq = (t.to(device) for t in (self.data, self.grad, self.exp_avg, self.exp_avg_sq))
+            self.weight_average = None if self.weight_average is None else self.weight_average.to(device)
             self.steps = [t.to(device) for t in self.steps]
         self.data_views, self.grad_views = self.views(self.data), self.views(self.grad)
         with torch.no_grad():
@@ -101,6 +118,24 @@ class AdamW:
         for group, (a, b), t in zip(self.param_groups, self.spans, self.steps):
             if b > a:
                 (self.fused_step if self.fused else self.plain_step)(group, slice(a, b), t, scale)
+        if self.weight_average is not None:
+            n = max(float(t) for t in self.steps)  # updates so far
+            self.weight_average.lerp_(self.data, 1 - min(self.average, (1 + n) / (10 + n)))
+
+    @contextmanager
+    def averaged(self) -> Iterator[None]:
+        """The parameters hold the weights' moving average inside the block (unchanged without one)."""
+        if self.weight_average is None:
+            yield
+            return
+        with torch.no_grad():
+            live = self.data.clone()
+            self.data.copy_(self.weight_average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                self.data.copy_(live)
 
     def fused_step(self, group: dict, part: slice, t: torch.Tensor, scale: torch.Tensor | None) -> None:
         t += 1
@@ -123,34 +158,41 @@ class AdamW:
 
     def state_dict(self) -> dict:
         """torch.optim's layout: {"state": {index: {step, exp_avg, exp_avg_sq}}, "param_groups": [...]}
-        (copies: the live buffers keep changing)."""
+        (copies: the live buffers keep changing); with a moving average, each index also holds its "average"."""
         groups, state, i = [], {}, 0
         m, v = self.views(self.exp_avg), self.views(self.exp_avg_sq)
+        a = None if self.weight_average is None else self.views(self.weight_average)
         for g, t in zip(self.param_groups, self.steps):
             groups.append({k: g[k] for k in HYPER} | {"params": list(range(i, i + len(g["params"])))})
             for _ in g["params"]:
                 state[i] = {"step": t.clone(), "exp_avg": m[i].clone(), "exp_avg_sq": v[i].clone()}
+                if a is not None:
+                    state[i]["average"] = a[i].clone()
                 i += 1
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, saved: dict) -> None:
         """Moments and hyperparameters from `state_dict()` (or torch.optim's, as older checkpoints hold);
-        a ValueError when they do not fit these parameters."""
+        a ValueError when they do not fit these parameters. A saved average is taken when this optimizer
+        keeps one (without one saved, its average starts from the current weights)."""
         if [len(g["params"]) for g in saved["param_groups"]] != [len(g["params"]) for g in self.param_groups]:
             raise ValueError("the optimizer's parameter groups do not match the model's")
         entries = {int(i): e for i, e in saved["state"].items()}
         if len(entries) not in (0, len(self.params)) or not set(entries) <= set(range(len(self.params))):
             raise ValueError("the optimizer's moments do not match the model's parameters")
         m, v = self.views(self.exp_avg), self.views(self.exp_avg_sq)
+        a = None if self.weight_average is None else self.views(self.weight_average)
         i = 0
         for mine, theirs, t in zip(self.param_groups, saved["param_groups"], self.steps):
             mine.update({k: theirs[k] for k in HYPER} | {"betas": tuple(theirs["betas"])})
             for _ in mine["params"]:
                 e = entries.get(i)
                 if e is not None:
-                    if e["exp_avg"].shape != m[i].shape or e["exp_avg_sq"].shape != v[i].shape:
+                    if any(e[k].shape != m[i].shape for k in ("exp_avg", "exp_avg_sq", "average") if k in e):
                         raise ValueError(f"optimizer moments of shape {tuple(e['exp_avg'].shape)} for a parameter of shape {tuple(m[i].shape)}")
                     m[i].copy_(e["exp_avg"])
                     v[i].copy_(e["exp_avg_sq"])
+                    if a is not None and "average" in e:
+                        a[i].copy_(e["average"])
                     t.fill_(float(e["step"]))
                 i += 1

@@ -2,10 +2,11 @@
 
 AdamW with weight decay on matrices only, linear warm-up then cosine decay to `min_lr_ratio * lr`,
 gradient-norm clipping, and an evaluation of train and val loss every `eval_interval` steps;
-the best weights by val loss are kept and restored at the end. Training stops at `max_steps` or
-after `max_seconds` (the schedule follows whichever is further along), after `early_stop`
-evaluations without improvement, or when `should_stop()` says so (a signal); a non-finite loss or
-gradient norm stops it before the optimizer step with `Diverged`.
+the best weights by val loss are kept and restored at the end. With `ema`, the optimizer keeps a
+moving average of the weights, and the evaluations, the best weights and the checkpoints use it.
+Training stops at `max_steps` or after `max_seconds` (the schedule follows whichever is further
+along), after `early_stop` evaluations without improvement, or when `should_stop()` says so (a
+signal); a non-finite loss or gradient norm stops it before the optimizer step with `Diverged`.
 
 Everything needed to continue lives in the `TrainState` that `train` takes and returns (step,
 optimizer, batch generator, torch's RNG, best loss and weights, elapsed time), so an interrupted
@@ -60,6 +61,7 @@ class TrainConfig:
     warmup_steps: int = 100  # linear warm-up from 0
     weight_decay: float = 0.1  # AdamW, matrices only
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
+    ema: float = 0.0  # decay of the weights' moving average, which evaluations and checkpoints then use; 0 = off
     eval_interval: int = 500  # steps between evaluations of train and val loss
     eval_items: int = 1000  # items (lines mode) or windows (text mode) of each split used by those evaluations
     seed: int = 1337  # batch order (the split and the model's init are seeded by the caller)
@@ -75,6 +77,8 @@ class TrainConfig:
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise MakemoreError(f"--lr {self.lr}: must be a positive number")
         check_seed(self.seed)
+        if not 0 <= self.ema < 1:
+            raise MakemoreError(f"--ema {self.ema}: must be from 0 to below 1 (e.g. 0.999)")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise MakemoreError(f"--max-seconds {self.max_seconds}: must be positive")
 
@@ -173,7 +177,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> AdamW:
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=cfg.device in ("cpu", "cuda"))  # torch's fused kernel there
+    return AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=cfg.device in ("cpu", "cuda"),  # torch's fused kernel there
+                 average=cfg.ema)
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -262,17 +267,19 @@ def train(
 
 def evaluate_and_keep_best(model, train_data, val_data, cfg: TrainConfig, state: TrainState, elapsed: float,
                            emit: Callable, on_improved: Callable | None) -> None:
-    """Train and val loss now; a better val loss is kept (weights included) and reported."""
-    train_loss, _ = evaluate(model, train_data, cfg.eval_items)
-    val_loss, _ = evaluate(model, val_data, cfg.eval_items)
-    improved = val_loss < state.best_val_loss
-    if improved:
-        state.best_val_loss, state.best_step, state.evals_since_best = val_loss, state.step, 0
-        state.best_weights = copy.deepcopy(model.state_dict())
-    else:
-        state.evals_since_best += 1
-    event = Eval(state.step, train_loss, val_loss, state.best_val_loss, improved, elapsed)
-    state.history.append(event)
-    emit(event)
-    if improved and on_improved:
-        on_improved(state)
+    """Train and val loss now; a better val loss is kept (weights included) and reported. With --ema,
+    all of it is done with the weights' moving average in the model."""
+    with state.optimizer.averaged():
+        train_loss, _ = evaluate(model, train_data, cfg.eval_items)
+        val_loss, _ = evaluate(model, val_data, cfg.eval_items)
+        improved = val_loss < state.best_val_loss
+        if improved:
+            state.best_val_loss, state.best_step, state.evals_since_best = val_loss, state.step, 0
+            state.best_weights = copy.deepcopy(model.state_dict())
+        else:
+            state.evals_since_best += 1
+        event = Eval(state.step, train_loss, val_loss, state.best_val_loss, improved, elapsed)
+        state.history.append(event)
+        emit(event)
+        if improved and on_improved:
+            on_improved(state)

@@ -58,11 +58,12 @@ def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float =
     raise AssertionError(f"the run never reached step {step}")
 
 
-def test_interrupted_and_resumed_run_is_bit_identical(toy):
+@pytest.mark.parametrize("extra", [[], ["--ema", "0.99"]])  # the weights' moving average resumes too
+def test_interrupted_and_resumed_run_is_bit_identical(toy, extra):
     k = random.Random().randint(40, 700)  # a random step to interrupt at
-    code, _, err = finish(makemore("train", "toy.txt", *GRU, "--max-steps", "900", "--out", "whole", cwd=toy))
+    code, _, err = finish(makemore("train", "toy.txt", *GRU, *extra, "--max-steps", "900", "--out", "whole", cwd=toy))
     assert code == 0, err
-    proc = makemore("train", "toy.txt", *GRU, "--max-steps", "900", "--out", "cut", cwd=toy)
+    proc = makemore("train", "toy.txt", *GRU, *extra, "--max-steps", "900", "--out", "cut", cwd=toy)
     wait_for_step(toy / "cut", k, proc)
     proc.send_signal(signal.SIGINT)
     code, _, err = finish(proc)
@@ -210,3 +211,18 @@ def test_fine_tuning_checks_the_output_before_reading_data(toy):
     (toy / "afile").write_text("x")
     result = runner.invoke(app, ["train", str(toy / "missing.txt"), "--init-from", str(base), "--out", str(toy / "afile" / "run")])
     assert result.exit_code == 2 and "afile is a file, not a folder" in result.stderr
+
+
+def test_the_weight_average_is_what_is_evaluated_and_saved(toy):
+    from safetensors.torch import load_file
+
+    args = [*GRU, "--ema", "0.99", "--eval-interval", "200", "--max-steps", "200", "--out", str(toy / "a")]
+    assert runner.invoke(app, ["train", str(toy / "toy.txt"), *args]).exit_code == 0
+    best, last = load_file(toy / "a" / checkpoint.FILENAME), load_file(toy / "a" / checkpoint.LAST)
+    averages = [t for k, t in last.items() if k.startswith(checkpoint.STATE) and k.endswith(".average")]
+    assert len(averages) == len([k for k in last if not k.startswith(checkpoint.STATE)])  # one per parameter
+    for name, weight in best.items():  # the one evaluation, at step 200: the average was evaluated and saved
+        assert any(torch.equal(weight, a) for a in averages), name
+        assert not torch.equal(weight, last[name])  # not the live weights, which last.safetensors continues from
+    bad = runner.invoke(app, ["train", "--resume", str(toy / "a"), "--ema", "0.5"])
+    assert bad.exit_code == 2 and "only --max-steps, --max-seconds and --device may change" in bad.stderr

@@ -149,3 +149,49 @@ def test_ddp_averages_gradients_into_the_flat_buffer(tmp_path):
     mean = torch.cat([(a + b).reshape(-1) / 2 for a, b in zip(r0["own"], r1["own"])])
     torch.testing.assert_close(r0["grad"], mean, rtol=1e-5, atol=1e-7)
     assert not torch.allclose(torch.cat([g.reshape(-1) for g in r0["own"]]), mean)  # the ranks' own gradients differ
+
+
+def train_steps(model, opt, batches):
+    for x in batches:
+        opt.zero_grad()
+        loss_of(model, x).backward()
+        opt.step(opt.grad_norm(), 1.0)
+
+
+def test_weight_average_follows_its_formula_and_swaps_in_and_out():
+    model, batches = model_and_batches(13)
+    opt = AdamW(groups(model, 0.1), lr=1e-2, average=0.9)
+    expected = [p.detach().clone() for p in model.parameters()]  # it starts from the initial weights
+    for n, x in enumerate(batches, start=1):
+        train_steps(model, opt, [x])
+        d = min(0.9, (1 + n) / (10 + n))  # the warm-up: 2/11, 3/12, ... up to 0.9
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, model.parameters())]
+    live = [p.detach().clone() for p in model.parameters()]
+    with opt.averaged():
+        for p, e, l in zip(model.parameters(), expected, live):
+            torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-6)
+            assert not torch.equal(p.detach(), l)  # the average is not the live weights
+    assert all(torch.equal(p.detach(), l) for p, l in zip(model.parameters(), live))  # restored exactly
+    plain, _ = model_and_batches(13)
+    plain_opt = AdamW(groups(plain, 0.1), lr=1e-2)
+    train_steps(plain, plain_opt, batches)
+    with plain_opt.averaged():  # no average: the live weights, which the average never changes
+        assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), model.parameters()))
+
+
+def test_weight_average_is_saved_and_resumed():
+    model, batches = model_and_batches(15)
+    opt = AdamW(groups(model, 0.1), lr=1e-2, average=0.5)
+    train_steps(model, opt, batches[:3])
+    twin, _ = model_and_batches(15)
+    twin.load_state_dict(model.state_dict())
+    saved = opt.state_dict()
+    assert set(saved["state"][0]) == {"step", "exp_avg", "exp_avg_sq", "average"}
+    copy = AdamW(groups(twin, 0.1), lr=1e-2, average=0.5)
+    copy.load_state_dict(saved)
+    train_steps(model, opt, batches[3:])
+    train_steps(twin, copy, batches[3:])
+    assert torch.equal(opt.weight_average, copy.weight_average)
+    without = AdamW(groups(twin, 0.1), lr=1e-2)  # a run without an average ignores a saved one
+    without.load_state_dict(saved)
+    assert without.weight_average is None and "average" not in without.state_dict()["state"][0]
