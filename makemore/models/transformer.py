@@ -170,7 +170,8 @@ class Transformer(LanguageModel):
             x = self.tok_emb(idx) + self.pos_emb(pos)
             j = torch.arange(T, device=idx.device)
             first = j - pos  # where each id's item starts in its row
-            mask = ((j[None, None, :] >= first[:, :, None]) & (j[None, None, :] <= j[None, :, None]))[:, None]  # (B, 1, T, T)
+            seen = (j[None, None, :] >= first[:, :, None]) & (j[None, None, :] <= j[None, :, None])  # (B, T, T)
+            mask = x.new_zeros(B, 1, T, T).masked_fill_(~seen[:, None], float("-inf"))  # additive: SDPA would convert a bool one per call
         x = dropout_while_training(self, x, self.config.dropout)  # on the embeddings too (names: test 1.904 vs 1.924 without, README)
         x = x.view(B * T, -1)  # the blocks work on positions one after another: 2-D linears take no reshapes
         for i, block in enumerate(self.blocks):
