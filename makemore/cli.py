@@ -458,6 +458,10 @@ def info(
     if "best_val_loss" in t:
         table.add_row("training", f"{t['step']} steps; best val loss {t['best_val_loss']:.4f} at step {t['best_step']}"
                       + (f"; test loss {t['test_loss']:.4f}" if "test_loss" in t else ""))
+    if isinstance(t.get("options"), dict):
+        o = t["options"]
+        table.add_row("options", f"batch size {o.get('batch_size')}, lr {o.get('lr')}"
+                      + (f", ema {o['ema']}" if o.get("ema") else "") + (f", seed {o['seed']}" if "seed" in o else ""))
     out.print(table)
 
 
