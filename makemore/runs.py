@@ -267,7 +267,7 @@ def fit(
     if rank.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net if net is not None else model)
     result = train(model, prep.splits["train"], prep.splits["val"], cfg, state, events, on_improved, should_stop, rank, net)
-    if rank.world > 1 and not rank.same(sum(float(p.double().sum()) for p in model.parameters())):
+    if rank.world > 1 and not rank.same(sum(float(p.detach().double().sum()) for p in model.parameters())):
         raise MakemoreError("the training processes ended with different parameters; the run is not saved")
     if rank.main:
         ckpt.training = record(result, stopped=result.stopped)
