@@ -188,8 +188,9 @@ class AdamW:
             for _ in mine["params"]:
                 e = entries.get(i)
                 if e is not None:
-                    if any(e[k].shape != m[i].shape for k in ("exp_avg", "exp_avg_sq", "average") if k in e):
-                        raise ValueError(f"optimizer moments of shape {tuple(e['exp_avg'].shape)} for a parameter of shape {tuple(m[i].shape)}")
+                    for k in ("exp_avg", "exp_avg_sq", "average"):
+                        if k in e and e[k].shape != m[i].shape:
+                            raise ValueError(f"optimizer {k} of shape {tuple(e[k].shape)} for a parameter of shape {tuple(m[i].shape)}")
                     m[i].copy_(e["exp_avg"])
                     v[i].copy_(e["exp_avg_sq"])
                     if a is not None and "average" in e:

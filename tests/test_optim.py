@@ -26,6 +26,13 @@ def loss_of(model, x):
     return nn.functional.cross_entropy(model(x).flatten(0, 1), x.roll(1, dims=1).flatten()) * 50  # large: clipping acts
 
 
+def train_steps(model, opt, batches):
+    for x in batches:
+        opt.zero_grad()
+        loss_of(model, x).backward()
+        opt.step(opt.grad_norm(), 1.0)
+
+
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("max_norm", [0.5, math.inf])
 def test_same_updates_as_torch(fused, max_norm):
@@ -53,10 +60,7 @@ def test_same_updates_as_torch(fused, max_norm):
 def test_state_dict_round_trip_continues_identically():
     model, batches = model_and_batches(5)
     opt = AdamW(groups(model, 0.1), lr=1e-2, betas=(0.9, 0.99))
-    for x in batches[:3]:
-        opt.zero_grad()
-        loss_of(model, x).backward()
-        opt.step(opt.grad_norm(), 1.0)
+    train_steps(model, opt, batches[:3])
     twin, _ = model_and_batches(5)
     twin.load_state_dict(model.state_dict())
     saved = opt.state_dict()
@@ -65,10 +69,7 @@ def test_state_dict_round_trip_continues_identically():
     copy.load_state_dict(saved)
     assert copy.param_groups[0]["weight_decay"] == 0.1 and copy.param_groups[0]["lr"] == 1e-2
     for m, o in ((model, opt), (twin, copy)):
-        for x in batches[3:]:
-            o.zero_grad()
-            loss_of(m, x).backward()
-            o.step(o.grad_norm(), 1.0)
+        train_steps(m, o, batches[3:])
     for a, b in zip(model.parameters(), twin.parameters()):
         assert torch.equal(a, b)
 
@@ -149,13 +150,6 @@ def test_ddp_averages_gradients_into_the_flat_buffer(tmp_path):
     mean = torch.cat([(a + b).reshape(-1) / 2 for a, b in zip(r0["own"], r1["own"])])
     torch.testing.assert_close(r0["grad"], mean, rtol=1e-5, atol=1e-7)
     assert not torch.allclose(torch.cat([g.reshape(-1) for g in r0["own"]]), mean)  # the ranks' own gradients differ
-
-
-def train_steps(model, opt, batches):
-    for x in batches:
-        opt.zero_grad()
-        loss_of(model, x).backward()
-        opt.step(opt.grad_norm(), 1.0)
 
 
 def test_weight_average_follows_its_formula_and_swaps_in_and_out():
