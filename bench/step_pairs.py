@@ -8,7 +8,10 @@ its own dataset, data loader (no workers, as `-n 0`), model and AdamW settings, 
 training loop times a step (batch, forward, backward, optimizer step). The first step of every
 chunk is left out of both.
 
-    python bench/step_pairs.py DATA REFERENCE_DIR [--chunk 50] [--chunks 8] [--types mlp,gru]
+A type may carry options of ours after colons (`rnn:n_hidden=64`: ours at the reference's size);
+the reference always runs that type at its defaults.
+
+    python bench/step_pairs.py DATA REFERENCE_DIR [--chunk 50] [--chunks 8] [--types mlp,gru,rnn:n_hidden=64]
 """
 
 from __future__ import annotations
@@ -29,10 +32,17 @@ from makemore import models, runs
 from makemore.train import Step, TrainConfig, train
 
 
-def ours(prep: runs.Prepared, model_type: str):
-    """A function that trains our `model_type` for n more steps and returns their durations."""
+def parse(spec: str) -> tuple[str, dict[str, str]]:
+    """'rnn' or 'rnn:n_hidden=64' (options of ours, separated by ':'): the type and its options."""
+    name, *options = spec.split(":")
+    return name, dict(o.split("=", 1) for o in options)
+
+
+def ours(prep: runs.Prepared, spec: str):
+    """A function that trains our model `spec` (a type, with options) for n more steps and returns their durations."""
     torch.manual_seed(0)
-    model = models.build(model_type, models.make_config(model_type, prep.tokenizer.vocab_size, prep.block_size))
+    name, options = parse(spec)
+    model = models.build(name, models.make_config(name, prep.tokenizer.vocab_size, prep.block_size, **options))
     state, done = None, 0
 
     def steps(n: int) -> list[float]:
@@ -95,7 +105,7 @@ def main() -> None:
     spec.loader.exec_module(module)
     types = args.types.split(",")
     prep = runs.prepare(args.data)
-    pairs = {t: (ours(prep, t), reference(module, args.data, t)) for t in types}
+    pairs = {t: (ours(prep, t), reference(module, args.data, parse(t)[0])) for t in types}
     times = {t: ([], []) for t in types}
     for _ in range(args.chunks):
         for t in types:

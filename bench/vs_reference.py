@@ -4,6 +4,8 @@
    each at its own default size, both trained in one process in alternating chunks of steps
    (`bench/step_pairs.py`): ours through the trainer, the reference through its own data loader
    (no workers, as `-n 0`), model and optimizer, timed as its training loop times a step.
+   Two more rows run our rnn and gru at the reference's size (hidden state 64 where ours has 128
+   by default), so the comparison of the code is also one of equal arithmetic.
 2. The whole process, ours and the reference run in turns (`--rounds`, medians): `makemore train names.txt --type transformer --max-steps 2000` against the
    reference's `makemore.py -i names.txt --max-steps 2000 -n 0`, both evaluating every 500 steps,
    wall time from start to exit.
@@ -35,6 +37,7 @@ from machine import describe
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ROOT.parent / "shared" / "data" / "names.txt"
 TYPES = ("mlp", "rnn", "gru", "transformer")
+SAME_SIZE = ("rnn:n_hidden=64", "gru:n_hidden=64")  # ours at the reference's size: its hidden state is 64, ours 128
 
 
 def run(cmd: list[str], cwd: Path, env: dict) -> tuple[str, float]:
@@ -65,7 +68,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         pairs = json.loads(run([sys.executable, str(ROOT / "bench" / "step_pairs.py"), data, str(args.reference.resolve()),
-                                "--chunk", str(args.chunk), "--chunks", str(args.chunks), "--types", ",".join(TYPES)], work, env)[0])
+                                "--chunk", str(args.chunk), "--chunks", str(args.chunks), "--types", ",".join(TYPES + SAME_SIZE)], work, env)[0])
         print(json.dumps(pairs), file=sys.stderr, flush=True)
         for r in range(args.rounds):  # whole processes, ours and the reference in turns
             ours_wall.append(run([sys.executable, "-m", "makemore", "train", data, "--type", "transformer", "--max-steps", "2000",
@@ -74,7 +77,7 @@ def main() -> None:
                                  "-n", "0", "--max-steps", "2000"], work, env)[1])
             print(f"round {r + 1}: ours {ours_wall[-1]:.1f} s, reference {ref_wall[-1]:.1f} s", file=sys.stderr, flush=True)
     rows = [{"type": t, "ours_ms": pairs[t]["ours_ms"], "reference_ms": pairs[t]["reference_ms"],
-             "ratio": pairs[t]["reference_ms"] / pairs[t]["ours_ms"]} for t in TYPES]
+             "ratio": pairs[t]["reference_ms"] / pairs[t]["ours_ms"]} for t in TYPES + SAME_SIZE]
     ours_wall, ref_wall = statistics.median(ours_wall), statistics.median(ref_wall)
     whole = {"ours_s": ours_wall, "reference_s": ref_wall, "ratio": ref_wall / ours_wall}
     machine = describe(pairs["capability"] + (" (forced)" if args.avx2 else ""), pairs["threads"])
@@ -85,7 +88,8 @@ def main() -> None:
     for col in ("what", "ours", "reference", "speed-up"):
         table.add_column(col, justify="left" if col == "what" else "right")
     for r in rows:
-        table.add_row(f"{r['type']}: ms per step (median of {pairs['steps'] - args.chunks})", f"{r['ours_ms']:.2f}", f"{r['reference_ms']:.2f}", f"{r['ratio']:.2f}x")
+        what = r["type"].replace(":n_hidden=64", " at the reference's size (hidden 64)")
+        table.add_row(f"{what}: ms per step (median of {pairs['steps'] - args.chunks})", f"{r['ours_ms']:.2f}", f"{r['reference_ms']:.2f}", f"{r['ratio']:.2f}x")
     table.add_row(f"transformer, 2,000 steps: whole process, s (median of {args.rounds})", f"{whole['ours_s']:.1f}", f"{whole['reference_s']:.1f}", f"{whole['ratio']:.2f}x")
     Console(width=200).print(table)
 
