@@ -135,6 +135,8 @@ def train(
     rank = distributed.from_env(resolve_device(device))
     dev = distributed.device_for(rank, resolve_device(device))
     if resume:
+        if not resume.exists():
+            raise MakemoreError(f"--resume {resume}: no such run folder")
         folder = resume if resume.is_dir() else resume.parent
         check_run_folder(folder, [])
         plan = runs.plan_resume(folder, data, max_steps, max_seconds, dev)
@@ -259,8 +261,8 @@ def sample(
     min_len: Annotated[int, typer.Option(help="Lines mode: at least this many characters per item.")] = 0,
     max_len: Annotated[Optional[int], typer.Option(help="Lines mode: at most this many characters per item.")] = None,
     novel_only: Annotated[bool, typer.Option(help="Lines mode: only items not in the training set.")] = False,
-    max_new_tokens: Annotated[int, typer.Option(help="Text mode: tokens to generate.")] = 500,
-    stream: Annotated[bool, typer.Option(help="Text mode: print text as it is made.")] = True,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Text mode: tokens to generate (default 500).", show_default=False)] = None,
+    stream: Annotated[Optional[bool], typer.Option(help="Text mode: print text as it is made (default: on).", show_default=False)] = None,
     cache: Annotated[bool, typer.Option(help="Incremental decoding (KV cache, carried state); --no-cache reruns the context.")] = True,
     device: DeviceOpt = "cpu",
     json: JsonOpt = False,
@@ -275,7 +277,10 @@ def sample(
         n = 1 if n is None else n
         if not 1 <= n <= MAX_STREAMS:
             raise MakemoreError(f"-n {n}: text mode makes 1 to {MAX_STREAMS} streams")
-        return sample_text(ckpt, n, s, seed, prefix, max_new_tokens, stream, cache, json)
+        return sample_text(ckpt, n, s, seed, prefix, 500 if max_new_tokens is None else max_new_tokens, stream is not False, cache, json)
+    text_only = [name for name, used in (("--max-new-tokens", max_new_tokens is not None), ("--stream/--no-stream", stream is not None)) if used]
+    if text_only:
+        raise MakemoreError(f"{text_only[0]}: a text-mode option; {ckpt.path} is a lines-mode model (its items end by themselves; see --max-len)")
     n = 20 if n is None else n
     seen = runs.training_items(ckpt)
     if novel_only and seen is None:
@@ -392,7 +397,7 @@ def score(
         rows.sort(key=lambda r: -r["logprob"])
     if json:
         print_json(rows)
-    else:
+    elif rows:  # (when every string failed, the errors above are all there is to show)
         table = Table("text", "log-prob", "bits/char", *(["tokens"] if tokens else []), box=None)
         for r in rows:
             extra = [" ".join(f"{t['piece']!r}:{t['logprob']:.2f}" for t in r["tokens"])] if tokens else []

@@ -142,6 +142,17 @@ def test_impossible_sample_options(trained, args, fragment):
     one_line_error(run("sample", "-c", trained[2], *args), fragment)
 
 
+@pytest.mark.parametrize("args", [["--max-new-tokens", "5"], ["--no-stream"]])
+def test_text_mode_options_are_refused_for_a_lines_model(trained, args):
+    one_line_error(run("sample", "-c", trained[2], *args), args[0].replace("--no-stream", "--stream/--no-stream"), "a text-mode option")
+
+
+def test_score_shows_no_table_when_every_string_fails(trained):
+    result = run("score", "-c", trained[2], "kaz")
+    one_line_error(result, "argument 1: string 'kaz'", "'z' is not in the tokenizer's vocabulary")
+    assert result.stdout == ""
+
+
 def test_no_checkpoint_yet(in_tmp):
     one_line_error(run("sample"), "no checkpoint in checkpoints/")
 

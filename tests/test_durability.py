@@ -89,7 +89,10 @@ def test_resume_with_more_steps_and_refusals(toy):
     bad = runner.invoke(app, ["train", str(toy / "other.txt"), "--resume", str(toy / "r")])
     assert bad.exit_code == 2 and "use --init-from" in bad.stderr
     bad = runner.invoke(app, ["train", "--resume", str(toy / "nothing-here")])
-    assert bad.exit_code == 2 and "nothing to resume" in bad.stderr
+    assert bad.exit_code == 2 and f"--resume {toy / 'nothing-here'}: no such run folder" in bad.stderr
+    (toy / "empty-run").mkdir()
+    bad = runner.invoke(app, ["train", "--resume", str(toy / "empty-run")])
+    assert bad.exit_code == 2 and "no last.safetensors there: nothing to resume" in bad.stderr
 
 
 def test_sigkill_at_random_moments_never_leaves_an_unloadable_checkpoint(toy):
