@@ -105,6 +105,7 @@ def load_state(path: str | Path, model: nn.Module, make_optimizer, best_weights:
     meta = read_header(data, str(path)).get("__metadata__") or {}
     try:
         tensors = st_load(data)
+        check_finite(tensors)
         info = json.loads(meta["train_state"])
         model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(STATE)})
         opt = make_optimizer(model)
@@ -145,6 +146,13 @@ def parse_json(raw: bytes | str, name: str, what: str):
         raise MakemoreError(f"{name}: damaged checkpoint ({what} is not JSON)") from None
     except RecursionError:
         raise MakemoreError(f"{name}: damaged checkpoint ({what} is JSON nested too deeply)") from None
+
+
+def check_finite(tensors: dict[str, torch.Tensor]) -> None:
+    """Every number a real one: training never saves NaN or infinite weights, so such a file is damaged
+    (and sampling from it would fail deep inside torch)."""
+    for name, t in tensors.items():
+        _expect(not t.is_floating_point() or bool(torch.isfinite(t).all()), f"tensor {name} holds NaN or infinite numbers")
 
 
 def _expect(ok: bool, what: str) -> None:
@@ -193,6 +201,7 @@ def load(path: str | Path, device: str = "cpu") -> Checkpoint:
         )
     try:
         tensors = st_load(data)
+        check_finite(tensors)
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise MakemoreError(f"{path}: damaged checkpoint ({e})") from None
     try:
@@ -212,6 +221,8 @@ def load(path: str | Path, device: str = "cpu") -> Checkpoint:
         model = models.build(model_type, config)
         model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(STATE)})
     except MakemoreError as e:
+        if str(e).startswith(f"{path}:"):  # names the file already (an entry that is not JSON)
+            raise
         raise MakemoreError(f"{path}: damaged checkpoint metadata ({e})") from None
     except (KeyError, TypeError, ValueError, RuntimeError, RecursionError, tokenizers.TokenizerError) as e:
         raise MakemoreError(f"{path}: damaged checkpoint metadata ({type(e).__name__}: {e})") from None

@@ -166,13 +166,19 @@ def damaged(tmp_path, good, kind):
         path.write_bytes(data[: len(data) // 2])
     elif kind == "cut-header":
         path.write_bytes(data[:40])
-    elif kind == "version":
+    else:
         n = struct.unpack("<Q", data[:8])[0]
-        header = json.loads(data[8 : 8 + n])
-        header["__metadata__"]["format_version"] = "99"
+        header, body = json.loads(data[8 : 8 + n]), data[8 + n :]
+        if kind == "version":
+            header["__metadata__"]["format_version"] = "99"
+        elif kind == "entry-not-json":
+            header["__metadata__"]["model_config"] = "{not json"
+        elif kind == "nan":  # the first tensor's numbers all NaN (float32)
+            start, end = next(v["data_offsets"] for k, v in header.items() if k != "__metadata__")
+            body = body[:start] + b"\x00\x00\xc0\x7f" * ((end - start) // 4) + body[end:]
         raw = json.dumps(header).encode()
         raw += b" " * (-len(raw) % 8)
-        path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+        path.write_bytes(struct.pack("<Q", len(raw)) + raw + body)
     return path
 
 
@@ -183,13 +189,17 @@ def damaged(tmp_path, good, kind):
         ("truncated", "damaged checkpoint"),
         ("cut-header", "header runs past the end"),
         ("version", "checkpoint format version '99'; this makemore reads version 1"),
+        ("entry-not-json", "damaged checkpoint (model_config is not JSON)"),
+        ("nan", "holds NaN or infinite numbers"),
     ],
 )
 @pytest.mark.parametrize("command", ["sample", "eval", "info"])
 def test_bad_checkpoints(trained, tmp_path, kind, fragment, command):
     path = damaged(tmp_path, trained[2], kind)
     args = [command, path] if command == "info" else [command, "-c", path]
-    one_line_error(run(*args), path.name, fragment)
+    result = run(*args)
+    one_line_error(result, path.name, fragment)
+    assert result.stderr.count(path.name) == 1, result.stderr  # the file is named once
 
 
 def test_missing_checkpoint(tmp_path):
