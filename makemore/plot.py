@@ -7,10 +7,12 @@ step axis when their lengths differ by much, and writes it atomically.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 from makemore.errors import MakemoreError
+from tokenizer.files import write_atomic
 
 EXTRA = "pip install 'makemore[plot]'"
 
@@ -62,9 +64,8 @@ def curves(series: dict[str, tuple[list[int], list[float | None], list[float | N
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
-    tmp.replace(path)
+    write_atomic(path, png.getvalue())
     return True

@@ -351,3 +351,19 @@ def test_score_goes_on_past_a_bad_string(world, monkeypatch):
     result = runner.invoke(makemore_app, ["score", "-c", "run", "--file", "mixed.txt", "--json"])
     check_one_line_error(result, "mixed.txt:2")
     assert [r["text"] for r in json.loads(result.stdout)] == ["kari", "moto"]
+
+
+def test_a_failed_atomic_write_names_the_file_and_leaves_the_old_one(tmp_path, monkeypatch):
+    from tokenizer.files import write_atomic
+
+    target = tmp_path / "tok.json"
+    target.write_bytes(b"old")
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device", str(src))
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError) as e:
+        write_atomic(target, b"new contents")
+    assert e.value.filename == str(target) and e.value.strerror == "No space left on device"  # not the temporary file
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["tok.json"]

@@ -194,7 +194,7 @@ def export(
 ):
     """Write the tokenizer as a tiktoken rank file or a Hugging Face tokenizer.json."""
     tok = load_bpe(tokenizer)
-    check_output(output, "export", inputs=[tokenizer])
+    check_output(output, "export file", inputs=[tokenizer])
     path = export_tokenizer(tok, format, output)
     out.print(f"wrote {path} ({format})")
     if format == "tiktoken":

@@ -39,7 +39,10 @@ def write_atomic(path: Path, data: bytes) -> None:
         mode = stat.S_IMODE(path.stat().st_mode)  # re-saving keeps the file's mode, as open() would
     except FileNotFoundError:
         mode = _new_file_mode()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None  # the error names the file asked for, not the temporary one
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -47,6 +50,9 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -64,7 +70,7 @@ def check_output(path: str | Path, what: str = "output file", inputs: Iterable[s
     or that is one of `inputs`, before any work is done. Creates nothing."""
     path = Path(path)
     if path.is_dir():
-        raise TokenizerError(f"{path}: is a directory; name a {what} instead")
+        raise TokenizerError(f"{path}: is a directory; name a file instead")
     for source in inputs:
         if source is not None and _same_file(path, Path(source)):
             raise TokenizerError(f"{path}: is also an input of this command; write the {what} somewhere else")
