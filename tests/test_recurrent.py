@@ -46,16 +46,17 @@ def test_a_fused_checkpoint_loads_into_the_written_out_cell(model_type, tmp_path
     assert (written(idx) - model(idx)).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("vocab", [13, 300])  # fewer tokens than the batch's 100 positions (a table of inputs' shares), and more
 @pytest.mark.parametrize("model_type", ["rnn", "gru"])
-def test_written_out_backpropagation_through_time_equals_torch_gradients(model_type, monkeypatch):
+def test_written_out_backpropagation_through_time_equals_torch_gradients(model_type, vocab, monkeypatch):
     torch.manual_seed(0)
-    model = models.build(model_type, models.make_config(model_type, 13, 20, n_embd=16, n_hidden=24)).double()
+    model = models.build(model_type, models.make_config(model_type, vocab, 20, n_embd=16, n_hidden=24)).double()
     with torch.no_grad():
         model.start.normal_()
-    idx = torch.randint(13, (5, 20))
+    idx = torch.randint(vocab, (5, 20))
     calls = []
     own = model.through_time
-    monkeypatch.setattr(model, "through_time", lambda x, state: calls.append(1) or own(x, state))
+    monkeypatch.setattr(model, "through_time", lambda idx, state: calls.append(1) or own(idx, state))
     ours = model(idx)  # training on a CPU: the written-out recurrence
     ours.square().mean().backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters()}
@@ -64,7 +65,7 @@ def test_written_out_backpropagation_through_time_equals_torch_gradients(model_t
         model(idx)  # no gradients wanted (decoding): torch's kernel
     assert calls == [1]
     model.zero_grad()
-    monkeypatch.setattr(model, "through_time", lambda x, state: None)  # torch's kernel, and autograd through it
+    monkeypatch.setattr(model, "through_time", lambda idx, state: None)  # torch's kernel, and autograd through it
     theirs = model(idx)
     theirs.square().mean().backward()
     assert torch.allclose(ours, theirs, atol=1e-12)

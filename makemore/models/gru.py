@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from makemore.models.recurrent import RecurrentConfig, RecurrentLM
 
@@ -35,9 +34,9 @@ class GRU(RecurrentLM):
         n = torch.tanh(xn + r * hn)
         return ((1 - z) * n + z * h,)
 
-    def through_time(self, x, state):
+    def through_time(self, idx, state):
         r = self.rnn
-        gx = F.linear(x, r.weight_ih_l0, r.bias_ih_l0).transpose(0, 1).contiguous()  # (T, B, 3H): inputs' share
+        gx = self.input_shares(idx, r.bias_ih_l0)  # (T, B, 3H): the inputs' share
         return GRUThroughTime.apply(gx, state[0], r.weight_hh_l0, r.bias_hh_l0).transpose(0, 1)  # (B, T, H)
 
 

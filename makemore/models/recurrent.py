@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from makemore.models.base import LanguageModel, ModelConfig
 
@@ -55,23 +56,34 @@ class RecurrentLM(LanguageModel):
         return self.step(idx, self.init_state(idx.shape[0]))[0]  # (B, T, V)
 
     def step(self, idx: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        fused = self.config.fused
+        if fused and torch.is_grad_enabled() and idx.device.type == "cpu" and (h := self.through_time(idx, state)) is not None:
+            return self.head(h), (h[:, -1],)  # training on a CPU: the type's own backpropagation through time
         x = self.wte(idx)  # (B, T, E)
-        if not self.config.fused:
+        if not fused:
             h, state = self.unrolled(x, state)
-        elif torch.is_grad_enabled() and x.device.type == "cpu" and (h := self.through_time(x, state)) is not None:
-            state = (h[:, -1],)  # training on a CPU: the type's own backpropagation through time
         else:
             init = tuple(s.unsqueeze(0).contiguous() for s in state)  # (1, B, H): one layer
             h, last = self.rnn(x, init if self.n_states > 1 else init[0])  # (B, T, H)
             state = tuple(s.squeeze(0) for s in (last if self.n_states > 1 else (last,)))
         return self.head(h), state  # (B, T, V)
 
-    def through_time(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
-        """All hidden states (B, T, H) after inputs `x` (B, T, E), by a recurrence whose backward pass
+    def through_time(self, idx: torch.Tensor, state: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
+        """All hidden states (B, T, H) after tokens `idx` (B, T), by a recurrence whose backward pass
         is written out (rnn, gru); None where torch's kernel is used for training too (lstm: oneDNN's).
         On a CPU, autograd through torch's kernel records a dozen nodes per position; the written-out
         backward is a few fused operations per position and one matrix product for W_hh at the end."""
         return None
+
+    def input_shares(self, idx: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """W_ih x_t + `bias` at every position, time first: (T, B, G*H). A token's embedding enters the
+        recurrence only through W_ih, so with fewer tokens in the vocabulary than positions in the batch
+        (names: 27 against ~350), W_ih e + bias is computed once per token and looked up: the same
+        numbers as projecting each position (up to rounding), at a fraction of the arithmetic, forward and back."""
+        wte = self.wte.weight
+        if wte.shape[0] < idx.numel():
+            return F.embedding(idx.t(), F.linear(wte, self.rnn.weight_ih_l0, bias))
+        return F.linear(F.embedding(idx.t(), wte), self.rnn.weight_ih_l0, bias)
 
     def unrolled(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         gx = x @ self.rnn.weight_ih_l0.T + self.rnn.bias_ih_l0  # (B, T, G*H): all input projections at once

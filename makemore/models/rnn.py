@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from makemore.models.recurrent import RecurrentConfig, RecurrentLM
 
@@ -26,9 +25,9 @@ class RNN(RecurrentLM):
         (h,) = state
         return (torch.tanh(gx + self.hidden_gates(h)),)  # Mikolov et al. 2010, eq. 2
 
-    def through_time(self, x, state):
+    def through_time(self, idx, state):
         r = self.rnn
-        a = F.linear(x, r.weight_ih_l0, r.bias_ih_l0 + r.bias_hh_l0).transpose(0, 1).contiguous()  # (T, B, H): inputs' share
+        a = self.input_shares(idx, r.bias_ih_l0 + r.bias_hh_l0)  # (T, B, H): the inputs' share, with both biases
         return ElmanThroughTime.apply(a, state[0], r.weight_hh_l0).transpose(0, 1)  # (B, T, H)
 
 
