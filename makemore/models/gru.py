@@ -49,7 +49,9 @@ class GRUThroughTime(torch.autograd.Function):
       d a_z = dh (h - n) z (1 - z)           d a_r = d a_n (W_hn h + b_hn) r (1 - r)
       dh_prev = dh z + [d a_r, d a_z, d a_n r] W_hh   (+ the loss's gradient at h_prev)
     The step-independent factors are computed for all steps at once; W_hh's and b_hh's gradients
-    are one product and one sum over all steps."""
+    are one product and one sum over all steps. Forward adds r's and z's two biases for all steps
+    up front and multiplies h by W_hh in two parts (r and z; n), so each lands where it is used;
+    the loops walk per-step views made once by `unbind`, as the rnn's do."""
 
     @staticmethod
     def forward(ctx, gx, h0, w, b):  # gx: (T, B, 3H) = W_ih x + b_ih; h0: (B, H); w: W_hh (3H, H); b: b_hh (3H)
@@ -59,12 +61,14 @@ class GRUThroughTime(torch.autograd.Function):
         n = torch.empty_like(hs[1:])
         hn = torch.empty_like(hs[1:])  # W_hn h + b_hn
         hs[0] = h0
-        for t in range(T):
-            gh = torch.addmm(b, hs[t], w.t())  # (B, 3H)
-            torch.add(gx[t, :, : 2 * H], gh[:, : 2 * H], out=rz[t]).sigmoid_()
-            hn[t] = gh[:, 2 * H :]
-            torch.addcmul(gx[t, :, 2 * H :], rz[t, :, :H], hn[t], out=n[t]).tanh_()
-            torch.addcmul(n[t], rz[t, :, H:], hs[t] - n[t], out=hs[t + 1])  # n + z (h - n)
+        x_rz = gx[..., : 2 * H] + b[: 2 * H]  # both biases of r and z, for all steps at once
+        w_rz, w_n, b_n = w[: 2 * H].t(), w[2 * H :].t(), b[2 * H :]
+        h, rz_, r_, z_, n_, hn_ = hs.unbind(0), rz.unbind(0), rz[..., :H].unbind(0), rz[..., H:].unbind(0), n.unbind(0), hn.unbind(0)
+        for t, (x_rz_t, x_n_t) in enumerate(zip(x_rz.unbind(0), gx[..., 2 * H :].unbind(0))):
+            torch.addmm(x_rz_t, h[t], w_rz, out=rz_[t]).sigmoid_()
+            torch.addmm(b_n, h[t], w_n, out=hn_[t])
+            torch.addcmul(x_n_t, r_[t], hn_[t], out=n_[t]).tanh_()
+            torch.addcmul(n_[t], z_[t], h[t] - n_[t], out=h[t + 1])  # n + z (h - n)
         ctx.save_for_backward(hs, rz, n, hn, w)
         return hs[1:]
 
@@ -78,13 +82,15 @@ class GRUThroughTime(torch.autograd.Function):
         k_r = hn * r * (1 - r)  # d a_r = d a_n k_r
         dgh = grad.new_empty(T, grad.shape[1], 3 * H)  # gradient of W_hh h + b_hh: [d a_r, d a_z, d a_n r]
         dan = torch.empty_like(grad)  # d a_n, also the gradient of x_n
-        dh = grad[T - 1]
+        g, z_, r_, kn, kz, kr, dan_ = (x.unbind(0) for x in (grad, z, r, k_n, k_z, k_r, dan))
+        dgh_, dr_, dz_, dn_ = (x.unbind(0) for x in (dgh, dgh[..., :H], dgh[..., H : 2 * H], dgh[..., 2 * H :]))
+        dh = g[T - 1]
         for t in range(T - 1, -1, -1):
-            torch.mul(dh, k_n[t], out=dan[t])
-            torch.mul(dh, k_z[t], out=dgh[t, :, H : 2 * H])
-            torch.mul(dan[t], k_r[t], out=dgh[t, :, :H])
-            torch.mul(dan[t], r[t], out=dgh[t, :, 2 * H :])
-            dh = (dh * z[t] if t == 0 else torch.addcmul(grad[t - 1], dh, z[t])).addmm_(dgh[t], w)
+            torch.mul(dh, kn[t], out=dan_[t])
+            torch.mul(dh, kz[t], out=dz_[t])
+            torch.mul(dan_[t], kr[t], out=dr_[t])
+            torch.mul(dan_[t], r_[t], out=dn_[t])
+            dh = (dh * z_[t] if t == 0 else torch.addcmul(g[t - 1], dh, z_[t])).addmm_(dgh_[t], w)
         dgx = dgh.clone()
         dgx[..., 2 * H :] = dan
         return dgx, dh, dgh.reshape(-1, 3 * H).t() @ hs[:-1].reshape(-1, H), dgh.sum((0, 1))

@@ -36,14 +36,17 @@ class ElmanThroughTime(torch.autograd.Function):
 
     Backward, from the last step to the first: the gradient reaching h_t (from its logits, and from
     h_{t+1} through W) times tanh' = 1 - h_t^2 is the gradient of a_t; W's gradient is then one
-    product over all steps, sum_t da_t^T h_{t-1}."""
+    product over all steps, sum_t da_t^T h_{t-1}.
+    (The loops walk per-step views made once by `unbind`: indexing a tensor in Python costs about
+    as much as one of these small operations.)"""
 
     @staticmethod
     def forward(ctx, a, h0, w):  # a: (T, B, H), the inputs' share with both biases; h0: (B, H); w: W_hh (H, H)
         hs = a.new_empty(a.shape[0] + 1, *h0.shape)  # h_0 .. h_T
         hs[0] = h0
-        for t in range(a.shape[0]):
-            torch.addmm(a[t], hs[t], w.t(), out=hs[t + 1]).tanh_()
+        h, wt = hs.unbind(0), w.t()
+        for a_t, h_prev, h_t in zip(a.unbind(0), h, h[1:]):
+            torch.addmm(a_t, h_prev, wt, out=h_t).tanh_()
         ctx.save_for_backward(hs, w)
         return hs[1:]
 
@@ -52,9 +55,9 @@ class ElmanThroughTime(torch.autograd.Function):
         hs, w = ctx.saved_tensors
         slope = 1 - hs[1:] * hs[1:]  # tanh' at every step
         da = torch.empty_like(grad)  # gradient of each a_t
-        T = grad.shape[0]
-        torch.mul(grad[T - 1], slope[T - 1], out=da[T - 1])
-        for t in range(T - 2, -1, -1):
-            torch.addmm(grad[t], da[t + 1], w, out=da[t]).mul_(slope[t])  # (dL/dh_t + da_{t+1} W) * tanh'
+        g, s, d = grad.unbind(0), slope.unbind(0), da.unbind(0)
+        torch.mul(g[-1], s[-1], out=d[-1])
+        for t in range(len(g) - 2, -1, -1):
+            torch.addmm(g[t], d[t + 1], w, out=d[t]).mul_(s[t])  # (dL/dh_t + da_{t+1} W) * tanh'
         flat = da.reshape(-1, w.shape[0])
         return da, da[0] @ w, flat.t() @ hs[:-1].reshape(-1, w.shape[0])
