@@ -63,7 +63,8 @@ class GRUThroughTime(torch.autograd.Function):
         hs[0] = h0
         x_rz = gx[..., : 2 * H] + b[: 2 * H]  # both biases of r and z, for all steps at once
         w_rz, w_n, b_n = w[: 2 * H].t(), w[2 * H :].t(), b[2 * H :]
-        h, rz_, r_, z_, n_, hn_ = hs.unbind(0), rz.unbind(0), rz[..., :H].unbind(0), rz[..., H:].unbind(0), n.unbind(0), hn.unbind(0)
+        h, rz_, n_, hn_ = hs.unbind(0), rz.unbind(0), n.unbind(0), hn.unbind(0)
+        r_, z_ = rz[..., :H].unbind(0), rz[..., H:].unbind(0)
         for t, (x_rz_t, x_n_t) in enumerate(zip(x_rz.unbind(0), gx[..., 2 * H :].unbind(0))):
             torch.addmm(x_rz_t, h[t], w_rz, out=rz_[t]).sigmoid_()
             torch.addmm(b_n, h[t], w_n, out=hn_[t])
