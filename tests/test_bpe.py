@@ -207,3 +207,11 @@ def test_ascii_twin_splits_as_the_pattern(pattern, pieces):
     assert pattern in ASCII_TWINS  # the fast path is the one tested
     assert compile_split(pattern)(text) == regex.findall(pattern, text)
     assert compile_split(pattern)(text + "é") == regex.findall(pattern, text + "é")  # not ASCII: regex itself
+
+
+def test_a_special_token_on_a_taken_id_is_named_with_its_id():
+    with pytest.raises(TokenizerError, match=r"special token '<\|b\|>' has id 300, which another token already has"):
+        BPETokenizer([], "gpt4", {"<|a|>": 300, "<|b|>": 300})
+    with pytest.raises(TokenizerError, match=r"special token '<\|a\|>' has id 65, which another token already has"):
+        BPETokenizer([], "gpt4", {"<|a|>": 65})  # the byte 'A'
+    assert BPETokenizer([], "gpt4", {"<|a|>": 256, "<|b|>": 257}).special == {"<|a|>": 256, "<|b|>": 257}

@@ -114,8 +114,10 @@ class BPETokenizer:
             if type(i) is not int or i < 0:
                 raise TokenizerError(f"special token {token!r} has id {i!r}; ids are non-negative integers")
         taken = set(self.ids or range(n))
-        if len(set(self.special.values())) != len(self.special) or taken & set(self.special.values()):
-            raise TokenizerError("a special token's id is taken by another token")
+        for token, i in self.special.items():
+            if i in taken:
+                raise TokenizerError(f"special token {token!r} has id {i}, which another token already has")
+            taken.add(i)
         if self.regex is None and self.pattern != "none":
             raise TokenizerError(f"unknown pattern {self.pattern!r}")
         if self.regex is not None:
