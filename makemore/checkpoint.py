@@ -204,11 +204,10 @@ def load(path: str | Path, device: str = "cpu") -> Checkpoint:
         check_finite(tensors)
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise MakemoreError(f"{path}: damaged checkpoint ({e})") from None
+    entries = {k: parse_json(meta[k], str(path), k) for k in ("tokenizer", "model_config", "training") if isinstance(meta.get(k), str)}
     try:
         model_type = meta["model_type"]
         _expect(isinstance(model_type, str), "model_type is not a string")
-        entries = {k: parse_json(meta[k], str(path), k) if isinstance(meta[k], str) else None
-                   for k in ("tokenizer", "model_config", "training")}
         _expect(isinstance(entries["model_config"], dict), "model_config is not an object")
         tok = tokenizers.from_dict(entries["tokenizer"])
         _, config_cls = models.lookup(model_type)
@@ -221,8 +220,6 @@ def load(path: str | Path, device: str = "cpu") -> Checkpoint:
         model = models.build(model_type, config)
         model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(STATE)})
     except MakemoreError as e:
-        if str(e).startswith(f"{path}:"):  # names the file already (an entry that is not JSON)
-            raise
         raise MakemoreError(f"{path}: damaged checkpoint metadata ({e})") from None
     except (KeyError, TypeError, ValueError, RuntimeError, RecursionError, tokenizers.TokenizerError) as e:
         raise MakemoreError(f"{path}: damaged checkpoint metadata ({type(e).__name__}: {e})") from None

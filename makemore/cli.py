@@ -271,16 +271,13 @@ def sample(
     s = Sampling(temperature, top_k, top_p, min_p)
     ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
     if runs.ckpt_mode(ckpt) == "text":
-        lines_only = [name for name, used in (("--min-len", min_len), ("--max-len", max_len is not None), ("--novel-only", novel_only)) if used]
-        if lines_only:
-            raise MakemoreError(f"{lines_only[0]}: a lines-mode option; {ckpt.path} is a text-mode model")
+        refuse_options_of("lines", ckpt, (("--min-len", min_len), ("--max-len", max_len is not None), ("--novel-only", novel_only)))
         n = 1 if n is None else n
         if not 1 <= n <= MAX_STREAMS:
             raise MakemoreError(f"-n {n}: text mode makes 1 to {MAX_STREAMS} streams")
         return sample_text(ckpt, n, s, seed, prefix, 500 if max_new_tokens is None else max_new_tokens, stream is not False, cache, json)
-    text_only = [name for name, used in (("--max-new-tokens", max_new_tokens is not None), ("--stream/--no-stream", stream is not None)) if used]
-    if text_only:
-        raise MakemoreError(f"{text_only[0]}: a text-mode option; {ckpt.path} is a lines-mode model (its items end by themselves; see --max-len)")
+    refuse_options_of("text", ckpt, (("--max-new-tokens", max_new_tokens is not None), ("--stream/--no-stream", stream is not None)),
+                      " (its items end by themselves; see --max-len)")
     n = 20 if n is None else n
     seen = runs.training_items(ckpt)
     if novel_only and seen is None:
@@ -304,6 +301,15 @@ def sample(
 
 
 MAX_STREAMS = 100  # text mode: streams per call
+
+
+def refuse_options_of(mode: str, ckpt, options, hint: str = "") -> None:
+    """An error for the first of `options` ((name, given) pairs) that only means something in `mode`,
+    given for `ckpt`, a model of the other mode."""
+    for name, given in options:
+        if given:
+            other = "lines" if mode == "text" else "text"
+            raise MakemoreError(f"{name}: a {mode}-mode option; {ckpt.path} is a {other}-mode model{hint}")
 
 
 def sample_text(ckpt, n: int, s, seed, prompt, max_new_tokens: int, stream: bool, cache: bool, json: bool) -> None:
