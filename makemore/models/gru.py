@@ -37,7 +37,7 @@ class GRU(RecurrentLM):
     def through_time(self, idx, state):
         r = self.rnn
         gx = self.input_shares(idx, r.bias_ih_l0)  # (T, B, 3H): the inputs' share
-        return GRUThroughTime.apply(gx, state[0], r.weight_hh_l0, r.bias_hh_l0).transpose(0, 1)  # (B, T, H)
+        return GRUThroughTime.apply(gx, state[0], r.weight_hh_l0, r.bias_hh_l0)  # (T, B, H)
 
 
 class GRUThroughTime(torch.autograd.Function):

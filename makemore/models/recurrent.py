@@ -58,7 +58,7 @@ class RecurrentLM(LanguageModel):
     def step(self, idx: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         fused = self.config.fused
         if fused and torch.is_grad_enabled() and idx.device.type == "cpu" and (h := self.through_time(idx, state)) is not None:
-            return self.head(h), (h[:, -1],)  # training on a CPU: the type's own backpropagation through time
+            return self.head(h).transpose(0, 1), (h[-1],)  # training on a CPU: the type's own backpropagation through time
         x = self.wte(idx)  # (B, T, E)
         if not fused:
             h, state = self.unrolled(x, state)
@@ -69,8 +69,8 @@ class RecurrentLM(LanguageModel):
         return self.head(h), state  # (B, T, V)
 
     def through_time(self, idx: torch.Tensor, state: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
-        """All hidden states (B, T, H) after tokens `idx` (B, T), by a recurrence whose backward pass
-        is written out (rnn, gru); None where torch's kernel is used for training too (lstm: oneDNN's,
+        """All hidden states after tokens `idx` (B, T), time first (T, B, H), by a recurrence whose
+        backward pass is written out (rnn, gru); None where torch's kernel is used for training too (lstm: oneDNN's,
         which beat a written-out LSTM backward on names, 3.6 against 4.4 ms a step, 2026-12-01).
         On a CPU, autograd through torch's kernel records a dozen nodes per position; the written-out
         backward is a few fused operations per position and one matrix product for W_hh at the end."""

@@ -28,7 +28,7 @@ class RNN(RecurrentLM):
     def through_time(self, idx, state):
         r = self.rnn
         a = self.input_shares(idx, r.bias_ih_l0 + r.bias_hh_l0)  # (T, B, H): the inputs' share, with both biases
-        return ElmanThroughTime.apply(a, state[0], r.weight_hh_l0).transpose(0, 1)  # (B, T, H)
+        return ElmanThroughTime.apply(a, state[0], r.weight_hh_l0)  # (T, B, H)
 
 
 class ElmanThroughTime(torch.autograd.Function):
@@ -38,15 +38,15 @@ class ElmanThroughTime(torch.autograd.Function):
     h_{t+1} through W) times tanh' = 1 - h_t^2 is the gradient of a_t; W's gradient is then one
     product over all steps, sum_t da_t^T h_{t-1}.
     (The loops walk per-step views made once by `unbind`: indexing a tensor in Python costs about
-    as much as one of these small operations.)"""
+    as much as one of these small operations. Each h_t and da_t starts as its known term, a_t or
+    dL/dh_t, and the product is added in place: an `addmm` with `out=` copies that term first.)"""
 
     @staticmethod
     def forward(ctx, a, h0, w):  # a: (T, B, H), the inputs' share with both biases; h0: (B, H); w: W_hh (H, H)
-        hs = a.new_empty(a.shape[0] + 1, *h0.shape)  # h_0 .. h_T
-        hs[0] = h0
+        hs = torch.cat((h0.unsqueeze(0), a))  # h_0, then each h_t starts as a_t
         h, wt = hs.unbind(0), w.t()
-        for a_t, h_prev, h_t in zip(a.unbind(0), h, h[1:]):
-            torch.addmm(a_t, h_prev, wt, out=h_t).tanh_()
+        for h_prev, h_t in zip(h, h[1:]):
+            h_t.addmm_(h_prev, wt).tanh_()
         ctx.save_for_backward(hs, w)
         return hs[1:]
 
@@ -54,10 +54,10 @@ class ElmanThroughTime(torch.autograd.Function):
     def backward(ctx, grad):  # grad: (T, B, H), the loss's gradient at each h_t
         hs, w = ctx.saved_tensors
         slope = 1 - hs[1:] * hs[1:]  # tanh' at every step
-        da = torch.empty_like(grad)  # gradient of each a_t
-        g, s, d = grad.unbind(0), slope.unbind(0), da.unbind(0)
-        torch.mul(g[-1], s[-1], out=d[-1])
-        for t in range(len(g) - 2, -1, -1):
-            torch.addmm(g[t], d[t + 1], w, out=d[t]).mul_(s[t])  # (dL/dh_t + da_{t+1} W) * tanh'
+        da = grad.clone(memory_format=torch.contiguous_format)  # becomes the gradient of each a_t
+        s, d = slope.unbind(0), da.unbind(0)
+        d[-1].mul_(s[-1])
+        for t in range(len(d) - 2, -1, -1):
+            d[t].addmm_(d[t + 1], w).mul_(s[t])  # (dL/dh_t + da_{t+1} W) * tanh'
         flat = da.reshape(-1, w.shape[0])
         return da, da[0] @ w, flat.t() @ hs[:-1].reshape(-1, w.shape[0])
