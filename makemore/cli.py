@@ -46,6 +46,7 @@ MaxSeconds = Annotated[Optional[float], typer.Option(help="Stop after this many 
 BatchSize = Annotated[Optional[int], typer.Option(help="Items (lines mode, default 32) or windows (text mode, default 8) per step.", show_default=False)]
 LearningRate = Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the model type's own).")]
 EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of train and val loss.")]
+Ema = Annotated[Optional[float], typer.Option(help=f"Evaluate and save a moving average of the weights with this decay (default {TrainConfig.ema}); 0 = off.", show_default=False)]
 
 
 def parse_settings(settings: list[str]) -> dict[str, str]:
@@ -122,13 +123,13 @@ def train(
     init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this checkpoint's weights, config and tokenizer.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Start afresh in a run folder that already holds a checkpoint.")] = False,
     early_stop: Annotated[Optional[int], typer.Option(help="Stop after N evaluations without a better val loss.")] = None,
-    ema: Annotated[float, typer.Option(help="Evaluate and save a moving average of the weights with this decay (e.g. 0.999); 0 = off.")] = 0.0,
+    ema: Ema = None,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (falls back to eager mode where it cannot).")] = False,
     deterministic: Annotated[bool, typer.Option(help="torch's deterministic algorithms: the same seed gives byte-identical checkpoints.")] = False,
     json: JsonOpt = False,
 ):
     """Train a model on FILE (default: the built-in names) and save the best checkpoint."""
-    if resume and (init_from or overwrite or settings or type or tokenizer_path or block_size or mode != "auto" or ema):
+    if resume and (init_from or overwrite or settings or type or tokenizer_path or block_size or mode != "auto" or ema is not None):
         raise MakemoreError("--resume continues a run with its own arguments; only --max-steps, --max-seconds and --device may change")
     if init_from and (settings or type or tokenizer_path or block_size):
         raise MakemoreError("--init-from takes the model type, options, tokenizer and block size from the checkpoint")
@@ -145,7 +146,7 @@ def train(
         models.lookup(type)
         cfg = TrainConfig(max_steps=5000 if max_steps is None else max_steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
                           eval_interval=eval_interval, seed=seed, device=dev, early_stop=early_stop, deterministic=deterministic,
-                          ema=ema)
+                          ema=TrainConfig.ema if ema is None else ema)
         options = parse_settings(settings)
         models.make_config(type, 1, 1, **options)  # reject bad options before reading any data
         source = checkpoint.load(init_from) if init_from else None
@@ -486,6 +487,7 @@ def compare(
     batch_size: BatchSize = None,
     lr: LearningRate = None,
     eval_interval: EvalInterval = 500,
+    ema: Ema = None,
     seed: SeedOpt = 1337,
     device: DeviceOpt = "auto",
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: checkpoints/compare-<data>).")] = None,
@@ -501,7 +503,7 @@ def compare(
     for t in chosen:
         models.lookup(t)
     cfg = TrainConfig(max_steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
-                      eval_interval=eval_interval, seed=seed, device=resolve_device(device))
+                      eval_interval=eval_interval, seed=seed, device=resolve_device(device), ema=TrainConfig.ema if ema is None else ema)
     folder = out_dir or checkpoint.DEFAULT_DIR / f"compare-{'names' if data is None else Path(data).stem}"
     for t in chosen:
         check_run_folder(folder / t, [data])

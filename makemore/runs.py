@@ -386,7 +386,7 @@ def plan_resume(folder: Path, data_path, max_steps: int | None, max_seconds: flo
         raise MakemoreError(f"--resume {folder}: {data_path} is not the data this run was trained on ({stored}); "
                             f"to train on other data, use --init-from")
     try:
-        options = dict(rec["options"], device=device)
+        options = {"ema": 0.0} | dict(rec["options"], device=device)  # a run saved before --ema existed had none
         if max_steps is not None:
             options["max_steps"] = max_steps
         if max_seconds is not None:

@@ -61,7 +61,7 @@ class TrainConfig:
     warmup_steps: int = 100  # linear warm-up from 0
     weight_decay: float = 0.1  # AdamW, matrices only
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
-    ema: float = 0.0  # decay of the weights' moving average, which evaluations and checkpoints then use; 0 = off
+    ema: float = 0.999  # decay of the weights' moving average, which evaluations and checkpoints then use; 0 = off
     eval_interval: int = 500  # steps between evaluations of train and val loss
     eval_items: int = 1000  # items (lines mode) or windows (text mode) of each split used by those evaluations
     seed: int = 1337  # batch order (the split and the model's init are seeded by the caller)

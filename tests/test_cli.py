@@ -38,7 +38,7 @@ def test_train_reports_json_and_writes_checkpoint(trained):
     assert info["training"]["step"] == 60 and info["training"]["data"]["items"] == {"train": 240, "val": 30, "test": 30}
     assert info["tokenizer"] == {"type": "char", "vocab_size": 11}
     table = run("info", ckpt).stdout
-    assert "options     batch size 32, lr 0.001, seed 1337" in table and "ema" not in table  # the table names the training options
+    assert "options     batch size 32, lr 0.001, ema 0.999, seed 1337" in table  # the table names the training options
 
 
 def test_sample_json_marks_new_and_seen_and_is_seeded(trained):

@@ -58,7 +58,7 @@ def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float =
     raise AssertionError(f"the run never reached step {step}")
 
 
-@pytest.mark.parametrize("extra", [[], ["--ema", "0.99"]])  # the weights' moving average resumes too
+@pytest.mark.parametrize("extra", [["--ema", "0"], []])  # without the weights' moving average, and with it (the default)
 def test_interrupted_and_resumed_run_is_bit_identical(toy, extra):
     k = random.Random().randint(40, 700)  # a random step to interrupt at
     code, _, err = finish(makemore("train", "toy.txt", *GRU, *extra, "--max-steps", "900", "--out", "whole", cwd=toy))
@@ -215,6 +215,23 @@ def test_fine_tuning_checks_the_output_before_reading_data(toy):
     (toy / "afile").write_text("x")
     result = runner.invoke(app, ["train", str(toy / "missing.txt"), "--init-from", str(base), "--out", str(toy / "afile" / "run")])
     assert result.exit_code == 2 and "afile is a file, not a folder" in result.stderr
+
+
+def test_a_run_saved_before_the_average_existed_resumes_without_one(toy):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    args = [*GRU, "--ema", "0", "--out"]
+    assert runner.invoke(app, ["train", str(toy / "toy.txt"), *args, str(toy / "whole"), "--max-steps", "200"]).exit_code == 0
+    assert runner.invoke(app, ["train", str(toy / "toy.txt"), *args, str(toy / "old"), "--max-steps", "100"]).exit_code == 0
+    last = toy / "old" / checkpoint.LAST
+    with safe_open(last, "pt") as f:
+        meta = f.metadata()
+    training = json.loads(meta["training"])
+    del training["options"]["ema"]  # as the code before --ema wrote it
+    save_file(load_file(last), last, metadata=meta | {"training": json.dumps(training)})
+    assert runner.invoke(app, ["train", "--resume", str(toy / "old"), "--max-steps", "200"]).exit_code == 0
+    assert (toy / "old" / checkpoint.FILENAME).read_bytes() == (toy / "whole" / checkpoint.FILENAME).read_bytes()
 
 
 def test_the_weight_average_is_what_is_evaluated_and_saved(toy):
