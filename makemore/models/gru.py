@@ -50,24 +50,24 @@ class GRUThroughTime(torch.autograd.Function):
       dh_prev = dh z + [d a_r, d a_z, d a_n r] W_hh   (+ the loss's gradient at h_prev)
     The step-independent factors are computed for all steps at once; W_hh's and b_hh's gradients
     are one product and one sum over all steps. Forward adds r's and z's two biases for all steps
-    up front and multiplies h by W_hh in two parts (r and z; n), so each lands where it is used;
-    the loops walk per-step views made once by `unbind`, as the rnn's do."""
+    up front and multiplies h by W_hh in two parts (r and z; n), each added in place to a buffer
+    that already holds the rest of its sum; the loops walk per-step views made once by `unbind`,
+    as the rnn's do."""
 
     @staticmethod
     def forward(ctx, gx, h0, w, b):  # gx: (T, B, 3H) = W_ih x + b_ih; h0: (B, H); w: W_hh (3H, H); b: b_hh (3H)
         T, H = gx.shape[0], h0.shape[1]
         hs = gx.new_empty(T + 1, *h0.shape)  # h_0 .. h_T
-        rz = gx.new_empty(T, h0.shape[0], 2 * H)  # r, z
+        rz = gx[..., : 2 * H] + b[: 2 * H]  # r, z: each starts as its inputs' share plus both biases
         n = torch.empty_like(hs[1:])
-        hn = torch.empty_like(hs[1:])  # W_hn h + b_hn
+        hn = b[2 * H :].expand_as(n).clone()  # W_hn h + b_hn: starts as b_hn
         hs[0] = h0
-        x_rz = gx[..., : 2 * H] + b[: 2 * H]  # both biases of r and z, for all steps at once
-        w_rz, w_n, b_n = w[: 2 * H].t(), w[2 * H :].t(), b[2 * H :]
+        w_rz, w_n = w[: 2 * H].t(), w[2 * H :].t()
         h, rz_, n_, hn_ = hs.unbind(0), rz.unbind(0), n.unbind(0), hn.unbind(0)
         r_, z_ = rz[..., :H].unbind(0), rz[..., H:].unbind(0)
-        for t, (x_rz_t, x_n_t) in enumerate(zip(x_rz.unbind(0), gx[..., 2 * H :].unbind(0))):
-            torch.addmm(x_rz_t, h[t], w_rz, out=rz_[t]).sigmoid_()
-            torch.addmm(b_n, h[t], w_n, out=hn_[t])
+        for t, x_n_t in enumerate(gx[..., 2 * H :].unbind(0)):
+            rz_[t].addmm_(h[t], w_rz).sigmoid_()
+            hn_[t].addmm_(h[t], w_n)
             torch.addcmul(x_n_t, r_[t], hn_[t], out=n_[t]).tanh_()
             torch.addcmul(n_[t], z_[t], h[t] - n_[t], out=h[t + 1])  # n + z (h - n)
         ctx.save_for_backward(hs, rz, n, hn, w)
