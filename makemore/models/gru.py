@@ -69,7 +69,7 @@ class GRUThroughTime(torch.autograd.Function):
             rz_[t].addmm_(h[t], w_rz).sigmoid_()
             hn_[t].addmm_(h[t], w_n)
             torch.addcmul(x_n_t, r_[t], hn_[t], out=n_[t]).tanh_()
-            torch.addcmul(n_[t], z_[t], h[t] - n_[t], out=h[t + 1])  # n + z (h - n)
+            torch.lerp(n_[t], h[t], z_[t], out=h[t + 1])  # n + z (h - n)
         ctx.save_for_backward(hs, rz, n, hn, w)
         return hs[1:]
 
