@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import struct
 
 import pytest
 import torch
@@ -16,6 +18,25 @@ def toy_items(n: int = 400, seed: int = 0) -> list[str]:
     """Words of 1-4 syllables: after a consonant the vowel is certain, so there is much to learn."""
     rng = random.Random(seed)
     return ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(n)]
+
+
+def edit_safetensors(data: bytes, edit_header=None, edit_body=None) -> bytes:
+    """The bytes of a safetensors file with its JSON header changed in place by `edit_header(header)`
+    and its tensor bytes replaced by `edit_body(header, body)`: damaged or older checkpoints, made here."""
+    n = struct.unpack("<Q", data[:8])[0]
+    header, body = json.loads(data[8 : 8 + n]), data[8 + n :]
+    if edit_header:
+        edit_header(header)
+    if edit_body:
+        body = edit_body(header, body)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + body
+
+
+def set_meta(key, value):
+    """An `edit_header` that sets one metadata entry."""
+    return lambda h: h["__metadata__"].__setitem__(key, value)
 
 
 @pytest.fixture

@@ -1,14 +1,13 @@
 """The makemore command end to end through CliRunner, in a temporary folder."""
 
 import json
-import struct
 
 import pytest
 from typer.testing import CliRunner
 
 from makemore import data
 from makemore.cli import app
-from tests.conftest import toy_items
+from tests.conftest import edit_safetensors, set_meta, toy_items
 
 runner = CliRunner()
 TINY = ["--set", "n_layer=1", "--set", "n_embd=16", "--max-steps", "60", "--eval-interval", "30"]
@@ -167,19 +166,21 @@ def damaged(tmp_path, good, kind):
     elif kind == "cut-header":
         path.write_bytes(data[:40])
     else:
-        n = struct.unpack("<Q", data[:8])[0]
-        header, body = json.loads(data[8 : 8 + n]), data[8 + n :]
-        if kind == "version":
-            header["__metadata__"]["format_version"] = "99"
-        elif kind == "entry-not-json":
-            header["__metadata__"]["model_config"] = "{not json"
-        elif kind == "nan":  # the first tensor's numbers all NaN (float32)
-            start, end = next(v["data_offsets"] for k, v in header.items() if k != "__metadata__")
-            body = body[:start] + b"\x00\x00\xc0\x7f" * ((end - start) // 4) + body[end:]
-        raw = json.dumps(header).encode()
-        raw += b" " * (-len(raw) % 8)
-        path.write_bytes(struct.pack("<Q", len(raw)) + raw + body)
+        path.write_bytes(edit_safetensors(data, **EDITS[kind]))
     return path
+
+
+def nan_first_tensor(header, body):
+    """The first tensor's numbers all NaN (float32)."""
+    start, end = next(v["data_offsets"] for k, v in header.items() if k != "__metadata__")
+    return body[:start] + b"\x00\x00\xc0\x7f" * ((end - start) // 4) + body[end:]
+
+
+EDITS = {
+    "version": {"edit_header": set_meta("format_version", "99")},
+    "entry-not-json": {"edit_header": set_meta("model_config", "{not json")},
+    "nan": {"edit_body": nan_first_tensor},
+}
 
 
 @pytest.mark.parametrize(

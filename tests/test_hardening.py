@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 import tokenizer
 from makemore.cli import app as makemore_app
-from tests.conftest import toy_items
+from tests.conftest import edit_safetensors, set_meta, toy_items
 from tokenizer.cli import app as tokenizer_app
 
 runner = CliRunner()
@@ -84,7 +84,7 @@ def world(tmp_path_factory):
         (root / name).write_bytes(content)
     torch.save({"a": torch.zeros(2)}, root / "real-pickle.pt")
     for kind, edit in METADATA_EDITS.items():
-        (root / f"meta-{kind}.safetensors").write_bytes(edit_metadata(good, edit))
+        (root / f"meta-{kind}.safetensors").write_bytes(edit_safetensors(good, edit))
     (root / "deep.safetensors").write_bytes(deep_header())
     tokenizer.train(root / "corpus.txt", vocab_size=280).save(root / "tok-noeot.json")
     tokenizer.train(root / "corpus.txt", vocab_size=280, special=["<|endoftext|>"]).save(root / "tok.json")
@@ -101,21 +101,8 @@ def tok_json(**changes) -> bytes:
     return json.dumps(d).encode()
 
 
-def edit_metadata(good: bytes, edit) -> bytes:
-    n = struct.unpack("<Q", good[:8])[0]
-    header = json.loads(good[8 : 8 + n])
-    edit(header)
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    return struct.pack("<Q", len(raw)) + raw + good[8 + n :]
-
-
 def set_training(value):
-    return lambda h: h["__metadata__"].__setitem__("training", json.dumps(value))
-
-
-def set_meta(key, value):
-    return lambda h: h["__metadata__"].__setitem__(key, value)
+    return set_meta("training", json.dumps(value))
 
 
 METADATA_EDITS = {
