@@ -22,12 +22,14 @@ import torch
 from makemore import checkpoint, distributed, models, runs
 from makemore import compare as comparison
 from makemore.errors import MakemoreError
+from makemore.runlock import RunLock
 from makemore import sample as generate
 from makemore.sample import Sampling
 from makemore.train import Diverged, Eval, Step, TrainConfig, resolve_device
 from tokenizer import cli as tokenizer_cli
 from tokenizer.cliutil import clean_errors, print_json, stderr
 from tokenizer.files import check_folder, check_output, decode_text, read_input, read_stdin
+from tokenizer.files import shown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learn to generate more of whatever a text file holds: items, one per line, or running text.")
@@ -54,7 +56,7 @@ def parse_settings(settings: list[str]) -> dict[str, str]:
     for s in settings:
         key, eq, value = s.partition("=")
         if not eq or not key:
-            raise MakemoreError(f"--set {s!r}: expected key=value, such as n_layer=6")
+            raise MakemoreError(f"--set {shown(s)}: expected key=value, such as n_layer=6")
         options[key.strip()] = value.strip()
     return options
 
@@ -99,12 +101,13 @@ def check_run_folder(folder: Path, inputs: list) -> Path:
     if folder.exists() and not folder.is_dir():
         raise MakemoreError(f"--out {folder}: is a file, not a run folder")
     check_folder(folder, f"--out {folder}")
-    return check_output(folder / checkpoint.FILENAME, "checkpoint", inputs)
+    return check_output(folder / checkpoint.FILENAME, "checkpoint", inputs, owner=True)
 
 
 @app.command()
 @clean_errors(MakemoreError)
 def train(
+    ctx: typer.Context,
     data: DataFile = None,
     type: Annotated[Optional[str], typer.Option("--type", "-t", help=f"Model type: {', '.join(models.MODELS)} (default transformer).", show_default=False)] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Optimisation steps (default 5000), counted from the run's start.", show_default=False)] = None,
@@ -129,8 +132,9 @@ def train(
     json: JsonOpt = False,
 ):
     """Train a model on FILE (default: the built-in names) and save the best checkpoint."""
-    if resume and (init_from or overwrite or settings or type or tokenizer_path or block_size or mode != "auto" or ema is not None):
-        raise MakemoreError("--resume continues a run with its own arguments; only --max-steps, --max-seconds and --device may change")
+    if resume:
+        refuse_given(ctx, RESUME_MAY_CHANGE, "--resume continues a run with its own options",
+                     "only --max-steps, --max-seconds and --device may change")
     if init_from and (settings or type or tokenizer_path or block_size):
         raise MakemoreError("--init-from takes the model type, options, tokenizer and block size from the checkpoint")
     rank = distributed.from_env(resolve_device(device))
@@ -140,7 +144,6 @@ def train(
             raise MakemoreError(f"--resume {resume}: no such run folder")
         folder = resume if resume.is_dir() else resume.parent
         check_run_folder(folder, [])
-        plan = runs.plan_resume(folder, data, max_steps, max_seconds, dev)
     else:
         type = type or "transformer"
         models.lookup(type)
@@ -152,22 +155,54 @@ def train(
         source = checkpoint.load(init_from) if init_from else None
         folder = out_dir or checkpoint.DEFAULT_DIR / run_dir(data, source.model_type if source else type)
         check_run_folder(folder, [data])  # before any data is read
-        if (folder / checkpoint.FILENAME).exists() and not (overwrite or init_from):
-            raise MakemoreError(f"{folder}: already holds a trained model; continue it (--resume {folder}), "
-                                f"start afresh (--overwrite) or train into another --out")
-        if source:
+        check_unused(folder, overwrite)
+    lock = RunLock(folder)
+    try:
+        if rank.main and folder.is_dir():
+            lock.acquire()  # before reading the run's state; a new folder is locked once the data is read
+        if resume:
+            plan = runs.plan_resume(folder, data, max_steps, max_seconds, dev)
+        elif source:
             plan = runs.plan_init_from(source, data, seed, mode, cfg)
         else:
             prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
             plan = runs.Plan(type, prep, cfg, config=runs.model_config(type, prep, options, cfg.batch_size))
+        if rank.main:
+            lock.acquire()
+            if not resume:
+                check_unused(folder, overwrite)  # again, now that no other training can be starting here
+                for name in (checkpoint.LAST, "metrics.jsonl"):  # a fresh start: no stale state or curves from before
+                    (folder / name).unlink(missing_ok=True)
+        run_training(plan, folder, rank, compile, json, resume is not None)
+    finally:
+        lock.release()
+
+
+RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "compile", "json", "resume", "data")  # all else is the run's own
+
+
+def refuse_given(ctx: typer.Context, allowed: tuple[str, ...], what: str, hint: str) -> None:
+    """An error naming every option the user typed (not left at its default) that is not in `allowed`."""
+    given = [p for p in ctx.command.params if p.name not in allowed
+             and getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
+    if given:
+        names = ", ".join(max(p.opts, key=len) for p in given)
+        raise MakemoreError(f"{what}; it cannot change {names}: {hint}")
+
+
+def check_unused(folder: Path, overwrite: bool) -> None:
+    if (folder / checkpoint.FILENAME).exists() and not overwrite:
+        raise MakemoreError(f"{folder}: already holds a trained model; continue it (--resume {folder}), "
+                            f"start afresh (--overwrite) or train into another --out")
+
+
+def run_training(plan: runs.Plan, folder: Path, rank, compile: bool, json: bool, resumed: bool) -> None:
+    """Train `plan` into `folder` (whose lock the caller holds) with a progress bar; print the summary."""
     was_deterministic = torch.are_deterministic_algorithms_enabled()
-    if deterministic and not was_deterministic:  # only when asked: the call imports torch's compiler (1 s)
+    if plan.cfg.deterministic and not was_deterministic:  # only when asked: the call imports torch's compiler (1 s)
         torch.use_deterministic_algorithms(True)
-    if rank.main and not resume:
-        for name in (checkpoint.LAST, "metrics.jsonl"):  # a fresh start: no stale state or curves from before
-            (folder / name).unlink(missing_ok=True)
     say = stderr if rank.main else Console(file=io.StringIO())
-    say.print(plan.prep.describe() + (f"; resuming at step {plan.state.step}" if plan.state else "")
+    say.print(plan.prep.describe() + (f"; resuming at step {plan.state.step}" if resumed else "")
               + (f"; starting from {plan.origin}" if plan.origin and not plan.state else ""))
     progress, track = training_progress(say)
     stop = Signals()
@@ -179,7 +214,7 @@ def train(
     except Diverged as e:
         raise diverged(e, say) from None
     finally:
-        if deterministic and not was_deterministic:
+        if plan.cfg.deterministic and not was_deterministic:
             torch.use_deterministic_algorithms(False)
         distributed.finish(rank)
     if not rank.main:
@@ -507,7 +542,7 @@ def compare(
     folder = out_dir or checkpoint.DEFAULT_DIR / f"compare-{'names' if data is None else Path(data).stem}"
     for t in chosen:
         check_run_folder(folder / t, [data])
-    check_output(folder / "leaderboard.md", "leaderboard")
+    check_output(folder / "leaderboard.md", "leaderboard", kind="text")
     prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
     for t in chosen:
         runs.model_config(t, prep, None, cfg.batch_size)  # each fits in memory, before any trains
@@ -545,7 +580,7 @@ def plot(
     """Draw the loss curves of one or several runs into one PNG and print a summary table."""
     from makemore import plot as plotting
 
-    check_output(output, "plot", inputs=runs_)
+    check_output(output, "plot", inputs=runs_, kind="png")
     series, rows = {}, []
     for run in runs_:
         metrics = plotting.read_metrics(run)

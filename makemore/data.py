@@ -46,11 +46,13 @@ def normalize(text: str) -> str:
 
 @dataclass
 class Source:
-    """A data file's text (NFC), its display name and the SHA-256 of its bytes."""
+    """A data file's text (NFC), its display name, the SHA-256 of its bytes and where it is (an
+    absolute path, the same from any working directory; or BUILTIN)."""
 
     text: str
     name: str
     sha256: str
+    path: str = BUILTIN
 
 
 def read_source(path: str | Path | None) -> Source:
@@ -69,7 +71,8 @@ def read_source(path: str | Path | None) -> Source:
         raise MakemoreError(str(e)) from None
     if not text.strip():
         raise MakemoreError(f"{name}: empty file (no non-blank lines)")
-    return Source(normalize(text), name, hashlib.sha256(raw).hexdigest())
+    where = name if name == BUILTIN else str(Path(path).resolve())
+    return Source(normalize(text), name, hashlib.sha256(raw).hexdigest(), where)
 
 
 def lines_of(text: str) -> tuple[list[str], list[int]]:

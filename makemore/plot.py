@@ -18,6 +18,8 @@ EXTRA = "pip install 'makemore[plot]'"
 
 
 def read_metrics(run: Path) -> list[dict]:
+    if not run.exists():
+        raise MakemoreError(f"{run}: no such run folder")
     folder = run if run.is_dir() else run.parent
     path = folder / "metrics.jsonl"
     if not path.is_file():

@@ -25,6 +25,7 @@ from tokenizer import CharTokenizer, TokenizerError
 from tokenizer.bpe import EOT as BOUNDARY
 from tokenizer import files as tokenizer_files
 from tokenizer.files import finite
+from tokenizer.files import shown
 
 TEXT_BLOCK_SIZE = 128  # text mode's default context, in tokens
 MAX_BLOCK_SIZE = 1 << 16  # a longer context is surely a typo
@@ -34,7 +35,8 @@ MAX_BLOCK_SIZE = 1 << 16  # a longer context is surely a typo
 class Prepared:
     """A data set read, split and encoded, ready for any model type."""
 
-    name: str  # file path, or builtin:names
+    name: str  # file path as given, or builtin:names
+    path: str  # the same file as an absolute path (or builtin:names): what a run stores
     sha256: str
     seed: int
     mode: str  # lines or text
@@ -46,9 +48,8 @@ class Prepared:
 
     def record(self) -> dict:
         """What a checkpoint stores about its data, enough to find and re-split it."""
-        where = self.name if self.name == data.BUILTIN else str(Path(self.name).resolve())
         unit = "items" if self.mode == "lines" else "chars"
-        return {"name": self.name, "path": where, "sha256": self.sha256, "split_seed": self.seed, "mode": self.mode,
+        return {"name": self.name, "path": self.path, "sha256": self.sha256, "split_seed": self.seed, "mode": self.mode,
                 unit: self.sizes, "normalization": "NFC"}
 
     def describe(self) -> str:
@@ -60,7 +61,7 @@ class Prepared:
 
 def choose_mode(mode: str, text: str) -> tuple[str, str]:
     if mode not in data.MODES:
-        raise MakemoreError(f"--mode {mode!r}: choose one of {', '.join(data.MODES)}")
+        raise MakemoreError(f"--mode {shown(mode)}: choose one of {', '.join(data.MODES)}")
     if mode == "auto":
         return data.detect_mode(text)
     return mode, f"--mode {mode}"
@@ -110,7 +111,7 @@ def _prepare_lines(src: data.Source, seed: int, tok, reason: str, block_size: in
     encoded = dict(zip(items, ids))
     parts = data.split_items(items, seed)
     splits = {k: data.encode_items(v, tok, block_size, [encoded[s] for s in v]) for k, v in parts.items()}
-    return Prepared(src.name, src.sha256, seed, "lines", reason, splits, {k: len(v) for k, v in parts.items()}, tok, block_size)
+    return Prepared(src.name, src.path, src.sha256, seed, "lines", reason, splits, {k: len(v) for k, v in parts.items()}, tok, block_size)
 
 
 def _prepare_text(src: data.Source, seed: int, tok, reason: str, block_size: int) -> Prepared:
@@ -118,7 +119,7 @@ def _prepare_text(src: data.Source, seed: int, tok, reason: str, block_size: int
     unknown = getattr(tok, "first_unknown", lambda text: None)(src.text)
     if unknown is not None:
         line = src.text.count("\n", 0, unknown) + 1
-        raise MakemoreError(f"{src.name}: line {line}: character {src.text[unknown]!r} is not in the tokenizer's vocabulary")
+        raise MakemoreError(f"{src.name}: line {line}: character {shown(src.text[unknown])} is not in the tokenizer's vocabulary")
     parts = data.split_text(src.text)
     splits = {k: data.encode_stream(v, tok, block_size) for k, v in parts.items()}
     n_train = len(splits["train"].tokens)
@@ -127,7 +128,7 @@ def _prepare_text(src: data.Source, seed: int, tok, reason: str, block_size: int
                             f"use a smaller --block-size or a longer file")
     if min(len(splits["val"].tokens), len(splits["test"].tokens)) < 2:
         raise MakemoreError(f"{src.name}: too short for text mode (val and test are 5% each); use a longer file")
-    return Prepared(src.name, src.sha256, seed, "text", reason, splits, {k: len(v) for k, v in parts.items()}, tok, block_size)
+    return Prepared(src.name, src.path, src.sha256, seed, "text", reason, splits, {k: len(v) for k, v in parts.items()}, tok, block_size)
 
 
 def has_boundary(tok) -> bool:
@@ -400,13 +401,19 @@ def plan_resume(folder: Path, data_path, max_steps: int | None, max_seconds: flo
         raise MakemoreError(f"{stored}: the file has changed since this run started; it cannot be resumed exactly")
     prep.name = rec["data"]["name"]  # as the run knew it (it was read from the recorded absolute path)
     best = folder / checkpoint.FILENAME
-    best_weights = checkpoint.load(best).model.state_dict() if best.is_file() else None
+    best_ckpt = checkpoint.load(best) if best.is_file() else None
     cfg = resolve(cfg, type(ckpt.model), prep.splits["train"])
-    state = checkpoint.load_state(last, ckpt.model, lambda m: make_optimizer(m, cfg), best_weights)
+    state = checkpoint.load_state(last, ckpt.model, lambda m: make_optimizer(m, cfg),
+                                  best_ckpt.model.state_dict() if best_ckpt else None)
+    if max_steps is not None and max_steps <= state.step:
+        raise MakemoreError(f"--max-steps {max_steps}: the run in {folder} is already at step {state.step}; give more steps")
+    saved = (best_ckpt.training if best_ckpt else {}).get("best_val_loss")
+    if saved is not None and saved < state.best_val_loss:  # a kill after a better save than the last state knew:
+        state.best_val_loss, state.best_step = saved, best_ckpt.training.get("best_step", state.step)  # the file decides
     return Plan(ckpt.model_type, prep, cfg, model=ckpt.model, state=state, origin=rec.get("init_from"))
 
 
 def plan_init_from(ckpt: checkpoint.Checkpoint, data_path, seed: int, mode: str, cfg: TrainConfig) -> Plan:
     """Fine-tune: the model, config and tokenizer of checkpoint `ckpt`, trained on new data."""
     prep = prepare(data_path, seed, mode=mode, block_size=ckpt.model.config.block_size, tok=ckpt.tokenizer)
-    return Plan(ckpt.model_type, prep, cfg, model=ckpt.model, origin=str(ckpt.path))
+    return Plan(ckpt.model_type, prep, cfg, model=ckpt.model, origin=str(Path(ckpt.path).resolve()))

@@ -26,6 +26,7 @@ from makemore.errors import MakemoreError
 from makemore.models.base import onednn
 from makemore.train import check_seed
 from tokenizer import TokenizerError
+from tokenizer.files import shown
 
 MAX_SAMPLES = 100_000  # per call: more is surely a typo
 MAX_NEW_TOKENS = 10_000_000
@@ -115,7 +116,7 @@ def encode_prompt(tok, text: str, option: str) -> list[int]:
     try:
         return encode_text(tok, normalize(text))
     except TokenizerError as e:
-        raise MakemoreError(f"{option} {text!r}: {e}") from None
+        raise MakemoreError(f"{option} {shown(text)}: {e}") from None
 
 
 @dataclass
@@ -229,9 +230,9 @@ def score(model: nn.Module, tok, text: str, mode: str) -> Score:
     boundary = tok.eot_id if mode == "lines" else None
     seq = [boundary, *ids, boundary] if mode == "lines" else ids
     if mode == "lines" and len(seq) - 1 > model.config.block_size:
-        raise MakemoreError(f"string {text!r} is longer than the model's items ({model.config.block_size - 1} tokens)")
+        raise MakemoreError(f"string {shown(text)} is longer than the model's items ({model.config.block_size - 1} tokens)")
     if len(seq) < 2:
-        raise MakemoreError(f"string {text!r}: one token, nothing to predict in text mode")
+        raise MakemoreError(f"string {shown(text)}: one token, nothing to predict in text mode")
     device = next(model.parameters()).device
     model.eval()
     decoder = Decoder(model, cache=True)

@@ -33,6 +33,7 @@ from makemore.distributed import SINGLE, Rank
 from makemore.errors import MakemoreError
 from makemore.models.base import onednn
 from makemore.optim import AdamW
+from tokenizer.files import shown
 
 
 class Diverged(Exception):
@@ -142,7 +143,7 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return next(d for d in ("cuda", "mps", "cpu") if available[d])
     if name not in available:
-        raise MakemoreError(f"--device {name!r}: choose one of auto, cpu, cuda, mps")
+        raise MakemoreError(f"--device {shown(name)}: choose one of auto, cpu, cuda, mps")
     if not available[name]:
         raise MakemoreError(f"--device {name}: not available on this machine")
     return name
@@ -278,8 +279,8 @@ def evaluate_and_keep_best(model, train_data, val_data, cfg: TrainConfig, state:
             state.best_weights = copy.deepcopy(model.state_dict())
         else:
             state.evals_since_best += 1
+        if improved and on_improved:
+            on_improved(state)  # saved before the event says so
         event = Eval(state.step, train_loss, val_loss, state.best_val_loss, improved, elapsed)
         state.history.append(event)
         emit(event)
-        if improved and on_improved:
-            on_improved(state)

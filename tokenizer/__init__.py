@@ -14,6 +14,7 @@ from tokenizer.char import CharTokenizer
 from tokenizer.errors import TokenizerError
 from tokenizer.files import load
 from tokenizer.train import train
+from tokenizer.files import shown
 
 __all__ = ["BPETokenizer", "CharTokenizer", "TokenizerError", "from_dict", "load", "train"]
 
@@ -24,5 +25,5 @@ def from_dict(d: dict):
     """Rebuild a tokenizer from its `to_dict()` description."""
     kind = d.get("type") if isinstance(d, dict) else None
     if kind not in KINDS:
-        raise TokenizerError(f"unknown tokenizer type {kind!r}; known: {', '.join(KINDS)}")
+        raise TokenizerError(f"unknown tokenizer type {shown(kind)}; known: {', '.join(KINDS)}")
     return KINDS[kind].from_dict(d)

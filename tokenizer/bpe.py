@@ -27,6 +27,7 @@ import regex
 from tokenizer.errors import TokenizerError
 from tokenizer.files import write_atomic
 from tokenizer.patterns import PATTERNS, check_covers, compile_split
+from tokenizer.files import shown
 
 FORMAT = "makemore-bpe"
 VERSION = 2
@@ -110,16 +111,16 @@ class BPETokenizer:
                 raise TokenizerError("ids: two tokens share one id")
         for token, i in self.special.items():
             if not isinstance(token, str) or not token:
-                raise TokenizerError(f"special token {token!r}: must be a non-empty string")
+                raise TokenizerError(f"special token {shown(token)}: must be a non-empty string")
             if type(i) is not int or i < 0:
-                raise TokenizerError(f"special token {token!r} has id {i!r}; ids are non-negative integers")
+                raise TokenizerError(f"special token {shown(token)} has id {shown(i)}; ids are non-negative integers")
         taken = set(self.ids or range(n))
         for token, i in self.special.items():
             if i in taken:
-                raise TokenizerError(f"special token {token!r} has id {i}, which another token already has")
+                raise TokenizerError(f"special token {shown(token)} has id {i}, which another token already has")
             taken.add(i)
         if self.regex is None and self.pattern != "none":
-            raise TokenizerError(f"unknown pattern {self.pattern!r}")
+            raise TokenizerError(f"unknown pattern {shown(self.pattern)}")
         if self.regex is not None:
             check_covers(self.regex, self.pattern)
 
@@ -146,7 +147,7 @@ class BPETokenizer:
         allowed = set(self.special) if allowed_special == "all" else set(allowed_special)
         unknown = allowed - set(self.special)
         if unknown:
-            raise TokenizerError(f"allowed special token {sorted(unknown)[0]!r} is not registered in this tokenizer")
+            raise TokenizerError(f"allowed special token {shown(sorted(unknown)[0])} is not registered in this tokenizer")
         found = [m.group() for m in self._special_re.finditer(text)]
         disallowed = [s for s in found if s not in allowed]
         if disallowed:
@@ -209,7 +210,7 @@ class BPETokenizer:
             if piece is None:
                 piece = self._inverse_special.get(i) if type(i) is int else None
                 if piece is None:
-                    raise TokenizerError(f"token id {i!r} is outside the vocabulary (0..{self.vocab_size - 1})")
+                    raise TokenizerError(f"token id {shown(i)} is outside the vocabulary (0..{self.vocab_size - 1})")
             parts.append(piece)
         return b"".join(parts)
 
@@ -237,9 +238,9 @@ class BPETokenizer:
     @classmethod
     def from_dict(cls, d: dict) -> BPETokenizer:
         if d.get("format") != FORMAT:
-            raise TokenizerError(f"not a {FORMAT} tokenizer (format {d.get('format')!r})")
+            raise TokenizerError(f"not a {FORMAT} tokenizer (format {shown(d.get('format'))})")
         if d.get("version") not in READS:
-            raise TokenizerError(f"tokenizer format version {d.get('version')!r}; this tokenizer reads versions "
+            raise TokenizerError(f"tokenizer format version {shown(d.get('version'))}; this tokenizer reads versions "
                                  f"{' and '.join(map(str, READS))}")
         try:
             if not isinstance(d["merges"], list) or not isinstance(d.get("special") or {}, dict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tokenizer.errors import TokenizerError
+from tokenizer.files import shown
 
 BOUNDARY = "<|endoftext|>"  # shown for the boundary id by `id_to_piece`, never part of decoded text
 
@@ -43,7 +44,7 @@ class CharTokenizer:
         try:
             return [self._stoi[ch] for ch in text]
         except KeyError as e:
-            raise TokenizerError(f"character {e.args[0]!r} is not in the tokenizer's vocabulary") from None
+            raise TokenizerError(f"character {shown(e.args[0])} is not in the tokenizer's vocabulary") from None
 
     def first_unknown(self, text: str) -> int | None:
         """The index of the first character of `text` not in the vocabulary, or None."""

@@ -19,7 +19,7 @@ from tokenizer import imports
 from tokenizer.cliutil import clean_errors, print_json, stderr
 from tokenizer.errors import TokenizerError
 from tokenizer.export import FORMATS, WHOLE_TEXT, export as export_tokenizer
-from tokenizer.files import check_output, check_readable, decode_text, read_blocks, read_input, read_stdin
+from tokenizer.files import check_output, check_readable, decode_text, read_blocks, read_input, read_stdin, shown
 from tokenizer.patterns import PATTERNS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -58,7 +58,7 @@ def train(
 ):
     """Learn a byte-level BPE tokenizer from CORPUS."""
     check_readable(corpus, "corpus")
-    check_output(output, "tokenizer file", inputs=[corpus])
+    check_output(output, "tokenizer file", inputs=[corpus], kind="json")
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=True)
     with progress:
@@ -110,14 +110,16 @@ def decode(
     words = ids if ids else read_stdin().replace(",", " ").replace("[", " ").replace("]", " ").split()
     parsed = []
     for w in words:
+        if len(w) > 20 and w.lstrip("+-").isdigit():
+            raise TokenizerError(f"token id {shown(w, 40)}: too large ({len(w):,} digits)")
         try:
             parsed.append(int(w))
         except ValueError:
-            raise TokenizerError(f"token id {w!r} is not an integer") from None
+            raise TokenizerError(f"token id {shown(w)} is not an integer") from None
     sys.stdout.write(tok.decode(parsed, strict=strict) + "\n")
 
 
-def shown(piece: str) -> str:
+def visible(piece: str) -> str:
     return piece.replace("\n", "↵").replace("\r", "␍").replace("\t", "→")
 
 
@@ -135,7 +137,7 @@ def inspect(
     width = max(20, out.width)
     top, bottom, used = Text(), Text(), 0
     for k, i in enumerate(ids):
-        piece, label = shown(tok.id_to_piece(i)), str(i)
+        piece, label = visible(tok.id_to_piece(i)), str(i)
         cell = max(len(piece), len(label)) + 1
         if used + cell > width and used:
             out.print(top)
@@ -194,7 +196,7 @@ def export(
 ):
     """Write the tokenizer as a tiktoken rank file or a Hugging Face tokenizer.json."""
     tok = load_bpe(tokenizer)
-    check_output(output, "export file", inputs=[tokenizer])
+    check_output(output, "export file", inputs=[tokenizer], kind="text" if format == "tiktoken" else "json")
     path = export_tokenizer(tok, format, output)
     out.print(f"wrote {path} ({format})")
     if format == "tiktoken":
@@ -209,7 +211,7 @@ def import_(
     name: Annotated[Optional[str], typer.Argument(help="A tiktoken encoding to load through tiktoken: gpt2, r50k_base, cl100k_base, ...", show_default=False)] = None,
     tiktoken_file: Annotated[Optional[Path], typer.Option("--tiktoken", help="A tiktoken rank file (base64 token and rank per line).")] = None,
     huggingface: Annotated[Optional[Path], typer.Option(help="A Hugging Face byte-level BPE tokenizer.json.")] = None,
-    pattern: Annotated[str, typer.Option(help=f"With --tiktoken: the pre-split pattern ({', '.join(PATTERNS)}).")] = "gpt4",
+    pattern: Annotated[Optional[str], typer.Option(help=f"With --tiktoken: the pre-split pattern ({', '.join(PATTERNS)}; default gpt4).", show_default=False)] = None,
     special: Annotated[list[str], typer.Option(help="With --tiktoken: a special token as TOKEN=ID; repeatable.")] = [],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the tokenizer.")] = Path("tokenizer.json"),
     json: JsonOpt = False,
@@ -218,9 +220,13 @@ def import_(
     given = [x for x in (name, tiktoken_file, huggingface) if x is not None]
     if len(given) != 1:
         raise TokenizerError("give exactly one of: a NAME, --tiktoken FILE, --huggingface FILE")
-    check_output(output, "tokenizer file", inputs=[tiktoken_file, huggingface])
+    if tiktoken_file is None and (pattern is not None or special):
+        source = "--huggingface" if huggingface is not None else "a named encoding"
+        raise TokenizerError(f"{'--pattern' if pattern is not None else '--special'}: only for --tiktoken; "
+                             f"{source} brings its own pattern and special tokens")
+    check_output(output, "tokenizer file", inputs=[tiktoken_file, huggingface], kind="json")
     if tiktoken_file is not None:
-        tok = imports.import_tiktoken(tiktoken_file, pattern, special)
+        tok = imports.import_tiktoken(tiktoken_file, pattern or "gpt4", special)
     elif huggingface is not None:
         tok = imports.import_huggingface(huggingface)
     else:

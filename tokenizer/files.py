@@ -2,7 +2,8 @@
 
 - `write_atomic`: a temporary file in the same folder, fsync, `os.replace`; the new file gets the
   mode a plain `open()` would give (the old file's mode, or 0666 less the umask).
-- `check_output`: refuse, before any work, an output that cannot be written or would clobber an input.
+- `check_output`: refuse, before any work, an output that cannot be written or would replace a file it
+  must not (an input, a training run's own file, a file of another kind).
 - `read_input` / `decode_text`: a whole input file (regular files only, bounded in size) as UTF-8
   text, with one clear error for binary, UTF-16 and invalid UTF-8 data; stdin goes through the same rule.
 - `read_blocks`: stream a UTF-8 corpus in blocks (an invalid byte is reported with its offset).
@@ -65,15 +66,44 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output(path: str | Path, what: str = "output file", inputs: Iterable[str | Path | None] = ()) -> Path:
-    """Refuse an output path that cannot be written (a folder, under a file, in an unwritable folder)
-    or that is one of `inputs`, before any work is done. Creates nothing."""
+RUN_FILES = ("model.safetensors", "last.safetensors", "metrics.jsonl")  # what a training run owns in its folder
+
+
+def kind_of(path: Path) -> str:
+    """What an existing file holds, from its first bytes: png, safetensors, json or text (anything else)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return "text"
+    if head.startswith(b"\x89PNG"):
+        return "png"
+    if len(head) > 8 and head[8:9] == b"{":
+        return "safetensors"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "json"
+    return "text"
+
+
+def check_output(path: str | Path, what: str = "output file", inputs: Iterable[str | Path | None] = (),
+                 kind: str | None = None, owner: bool = False) -> Path:
+    """Refuse, before any work, an output path that cannot be written (a folder, under a file, in an
+    unwritable folder) or whose existing file must not be replaced: one of `inputs`, a file a training
+    run owns (`RUN_FILES` beside a checkpoint), or a file of another kind than the `kind` written
+    (png, safetensors, json, text). The one rule for every command's outputs; creates nothing.
+    `owner`: the caller is the training run writing its own folder (its run lock says it is the only one)."""
     path = Path(path)
     if path.is_dir():
         raise TokenizerError(f"{path}: is a directory; name a file instead")
     for source in inputs:
         if source is not None and _same_file(path, Path(source)):
             raise TokenizerError(f"{path}: is also an input of this command; write the {what} somewhere else")
+    if path.is_file() and not owner:
+        if path.name in RUN_FILES and any((path.parent / name).is_file() for name in RUN_FILES[:2]):
+            raise TokenizerError(f"{path}: belongs to the training run in {path.parent}; write the {what} somewhere else")
+        found = kind_of(path)
+        if kind is not None and found != kind:
+            raise TokenizerError(f"{path}: already holds a {found} file, not a {what}; write the {what} somewhere else")
     check_folder(path.parent, f"the folder of {path}")
     return path
 
@@ -143,6 +173,16 @@ def read_stdin(name: str = "standard input") -> str:
     stream = getattr(sys.stdin, "buffer", None)
     raw = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
     return decode_text(raw, name)
+
+
+SHOWN = 200  # characters of a user's input that a message echoes at most
+
+
+def shown(value, limit: int = SHOWN) -> str:
+    """`repr(value)` for a message, cut to about `limit` characters: a message never echoes a whole
+    prompt, file line or 5,000-digit number back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}…({len(text) - limit + 20:,} more characters)"
 
 
 def finite(obj):

@@ -22,7 +22,7 @@ from pathlib import Path
 from tokenizer.bpe import BPETokenizer
 from tokenizer.errors import TokenizerError
 from tokenizer.export import byte_to_unicode, onig_regex
-from tokenizer.files import decode_text, read_input
+from tokenizer.files import decode_text, read_input, shown
 from tokenizer.patterns import PATTERNS
 
 
@@ -49,7 +49,7 @@ def recover_pair(token: bytes, ranks: dict[bytes, int]) -> tuple[bytes, bytes]:
             break
         parts[at : at + 2] = [parts[at] + parts[at + 1]]
     if len(parts) != 2:
-        raise TokenizerError(f"token {token!r} (rank {limit}) cannot be made by merging two lower-ranked tokens")
+        raise TokenizerError(f"token {shown(token)} (rank {limit}) cannot be made by merging two lower-ranked tokens")
     return parts[0], parts[1]
 
 
@@ -93,14 +93,14 @@ def parse_special(items: list[str]) -> dict[str, int]:
     for item in items:
         token, eq, i = item.rpartition("=")
         if not eq or not token or not i.isdigit():
-            raise TokenizerError(f"--special {item!r}: expected TOKEN=ID, such as '<|endoftext|>=50256'")
+            raise TokenizerError(f"--special {shown(item)}: expected TOKEN=ID, such as '<|endoftext|>=50256'")
         special[token] = int(i)
     return special
 
 
 def import_tiktoken(path: str | Path, pattern: str, special: list[str]) -> BPETokenizer:
     if pattern not in PATTERNS:
-        raise TokenizerError(f"unknown pattern {pattern!r}; choose one of: {', '.join(PATTERNS)}")
+        raise TokenizerError(f"unknown pattern {shown(pattern)}; choose one of: {', '.join(PATTERNS)}")
     return from_ranks(read_tiktoken_file(path), PATTERNS[pattern], parse_special(special), str(path))
 
 
@@ -126,7 +126,7 @@ def import_huggingface(path: str | Path) -> BPETokenizer:
         raise TokenizerError(f"{name}: not a tokenizer.json (not valid JSON)") from None
     model = d.get("model") if isinstance(d, dict) else None
     if not isinstance(model, dict) or model.get("type") != "BPE":
-        raise TokenizerError(f"{name}: not a BPE tokenizer.json (model type {model.get('type') if isinstance(model, dict) else None!r})")
+        raise TokenizerError(f"{name}: not a BPE tokenizer.json (model type {shown(model.get('type') if isinstance(model, dict) else None)})")
     if d.get("normalizer") is not None or model.get("byte_fallback") or model.get("continuing_subword_prefix") \
             or model.get("end_of_word_suffix"):
         raise TokenizerError(f"{name}: only plain byte-level BPE imports (no normaliser, byte fallback or word affixes)")
@@ -137,25 +137,52 @@ def import_huggingface(path: str | Path) -> BPETokenizer:
         try:
             return bytes(to_byte[c] for c in piece)
         except KeyError:
-            raise TokenizerError(f"{name}: token {piece!r} is not in GPT-2's byte-level alphabet") from None
+            raise TokenizerError(f"{name}: token {shown(piece)} is not in GPT-2's byte-level alphabet") from None
 
-    vocab = {as_bytes(p): i for p, i in model.get("vocab", {}).items()}
-    merges = [m.split(" ") if isinstance(m, str) else m for m in model.get("merges", [])]
+    raw_vocab, raw_merges = model.get("vocab"), model.get("merges", [])
+    if not isinstance(raw_vocab, dict):
+        raise TokenizerError(f"{name}: model.vocab is {type(raw_vocab).__name__}, not an object of token: id")
+    if not isinstance(raw_merges, list):
+        raise TokenizerError(f"{name}: model.merges is {type(raw_merges).__name__}, not a list of pairs")
+    vocab = {}
+    for piece, i in raw_vocab.items():
+        if type(i) is not int or i < 0:
+            raise TokenizerError(f"{name}: model.vocab[{shown(piece)}] is {shown(i)}, not a token id")
+        vocab[as_bytes(piece)] = i
+    if len(set(vocab.values())) != len(vocab):
+        raise TokenizerError(f"{name}: model.vocab gives two tokens one id")
+    merges = []
+    for k, m in enumerate(raw_merges):
+        pair = m.split(" ") if isinstance(m, str) else m
+        if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(x, str) for x in pair):
+            raise TokenizerError(f"{name}: model.merges[{k}] is {shown(m)}, not a pair of tokens")
+        merges.append(pair)
     ranks = {t: i for t, i in vocab.items() if len(t) == 1}
     if len(ranks) != 256:
         raise TokenizerError(f"{name}: {256 - len(ranks)} of the 256 bytes have no token; a byte-level BPE has all of them")
     token_of = {bytes([b]): b for b in range(256)}
     pairs, ids = [], [vocab[bytes([b])] for b in range(256)]
     for k, m in enumerate(merges):
-        if len(m) != 2:
-            raise TokenizerError(f"{name}: merge {k} is {m!r}, not a pair")
         a, b = as_bytes(m[0]), as_bytes(m[1])
         if a not in token_of or b not in token_of or a + b not in vocab or a + b in token_of:
-            raise TokenizerError(f"{name}: merge {k} {m!r} joins tokens not made before it")
+            raise TokenizerError(f"{name}: model.merges[{k}] {shown(m)} joins tokens not made before it")
         pairs.append((token_of[a], token_of[b]))
         token_of[a + b] = 255 + len(pairs)
         ids.append(vocab[a + b])
-    special = {t["content"]: t["id"] for t in d.get("added_tokens") or [] if isinstance(t, dict)}
+    added = d.get("added_tokens") or []
+    if not isinstance(added, list):
+        raise TokenizerError(f"{name}: added_tokens is {type(added).__name__}, not a list")
+    special = {}
+    for k, t in enumerate(added):
+        if not isinstance(t, dict) or not isinstance(t.get("content"), str) or not t["content"]:
+            raise TokenizerError(f"{name}: added_tokens[{k}] has no content string")
+        if type(t.get("id")) is not int or t["id"] < 0:
+            raise TokenizerError(f"{name}: added_tokens[{k}] ({shown(t['content'])}) has no integer id")
+        special[t["content"]] = t["id"]
+    unmade = [t for t, i in vocab.items() if t not in token_of and i not in special.values()]  # added tokens sit in vocab too
+    if unmade:
+        raise TokenizerError(f"{name}: model.vocab has {len(unmade):,} tokens of several bytes that no merge in model.merges "
+                             f"makes (the first: {shown(unmade[0].decode('utf-8', 'replace'))})")
     pattern, regex_str = pattern_name(regex_str)
     return BPETokenizer(pairs, pattern, special, regex_str, ids)
 
@@ -179,7 +206,7 @@ def hf_pattern(pre, name: str) -> str | None:
             if step.get("use_regex", True):
                 regex_str = regex_str or GPT2_BYTELEVEL
         else:
-            raise TokenizerError(f"{name}: pre-tokenizer {kind!r} (with these options) is not supported; "
+            raise TokenizerError(f"{name}: pre-tokenizer {shown(kind)} (with these options) is not supported; "
                                  f"byte-level BPE needs a regex Split and ByteLevel without a prefix space")
     if not byte_level:
         raise TokenizerError(f"{name}: no ByteLevel pre-tokenizer: not a byte-level BPE")

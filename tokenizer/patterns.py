@@ -19,6 +19,7 @@ import sys
 import regex
 
 from tokenizer.errors import TokenizerError
+from tokenizer.files import shown
 
 GPT2 = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 GPT4 = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
@@ -48,7 +49,7 @@ SAFE_CUT = regex.compile(r"\n(?=\p{L})")
 def resolve(name: str) -> str | None:
     """The regex of a pattern name."""
     if name not in PATTERNS:
-        raise TokenizerError(f"unknown pattern {name!r}; choose one of: {', '.join(PATTERNS)}")
+        raise TokenizerError(f"unknown pattern {shown(name)}; choose one of: {', '.join(PATTERNS)}")
     return PATTERNS[name]
 
 
@@ -77,4 +78,4 @@ def check_covers(pattern: str, name: str = "custom") -> None:
     split = compile_split(pattern)
     for probe in PROBES:
         if "".join(split(probe)) != probe:
-            raise TokenizerError(f"pattern {name!r}: its matches do not cover the text (e.g. {probe!r}), so encoding would drop characters")
+            raise TokenizerError(f"pattern {shown(name)}: its matches do not cover the text (e.g. {shown(probe)}), so encoding would drop characters")

@@ -20,6 +20,7 @@ from makemore.models.mlp import MLP, MLPConfig
 from makemore.models.rnn import RNN, RNNConfig
 from makemore.models.transformer import Transformer, TransformerConfig
 from makemore.models.wavenet import WaveNet, WaveNetConfig
+from tokenizer.files import shown
 
 MODELS: dict[str, tuple[type[nn.Module], type[ModelConfig]]] = {
     "bigram": (Bigram, BigramConfig),
@@ -35,7 +36,7 @@ MODELS: dict[str, tuple[type[nn.Module], type[ModelConfig]]] = {
 
 def lookup(name: str) -> tuple[type[nn.Module], type[ModelConfig]]:
     if name not in MODELS:
-        raise MakemoreError(f"unknown model type {name!r}; choose one of: {', '.join(MODELS)}")
+        raise MakemoreError(f"unknown model type {shown(name)}; choose one of: {', '.join(MODELS)}")
     return MODELS[name]
 
 
@@ -48,7 +49,7 @@ def make_config(name: str, vocab_size: int, block_size: int, mode: str = "lines"
     for key, raw in options.items():
         if key not in fields:
             known = ", ".join(fields) or "none"
-            raise MakemoreError(f"model type {name!r} has no option {key!r}; its options: {known}")
+            raise MakemoreError(f"model type {shown(name)} has no option {shown(key)}; its options: {known}")
         values[key] = _convert(key, raw, type(fields[key].default))
     return config_cls(vocab_size=vocab_size, block_size=block_size, **values)
 
@@ -64,7 +65,7 @@ def _convert(key: str, raw, kind: type):
         return kind(raw)
     except ValueError:
         wanted = {int: "an integer", float: "a number", bool: "true or false"}.get(kind, kind.__name__)
-        raise MakemoreError(f"model option {key}={raw!r}: expected {wanted}") from None
+        raise MakemoreError(f"model option {key}={shown(raw)}: expected {wanted}") from None
 
 
 def build(name: str, config: ModelConfig) -> nn.Module:

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from makemore.errors import MakemoreError
 from makemore.models.base import LanguageModel, ModelConfig
+from tokenizer.files import shown
 
 
 @dataclass(kw_only=True)
@@ -42,7 +43,7 @@ class TransformerConfig(ModelConfig):
         if not 0 <= self.dropout < 1:
             raise MakemoreError(f"model option dropout={self.dropout}: must be from 0 to below 1")
         if self.init not in ("torch", "gpt2"):
-            raise MakemoreError(f"model option init={self.init!r}: choose torch or gpt2")
+            raise MakemoreError(f"model option init={shown(self.init)}: choose torch or gpt2")
 
 
 @dataclass
