@@ -83,15 +83,17 @@ def serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> byt
     return len(text).to_bytes(8, "little") + text + b"".join(blobs)
 
 
-def state_entries(state) -> tuple[dict, dict]:
-    """A `TrainState` as tensors (optimizer moments, RNG states) and JSON (counters, param groups)."""
+def state_entries(state, timings: bool = True) -> tuple[dict, dict]:
+    """A `TrainState` as tensors (optimizer moments, RNG states) and JSON (counters, param groups).
+    Without `timings` the elapsed time is stored as 0 (--deterministic: byte-identical files; a
+    resumed --max-seconds budget then starts again)."""
     opt = state.optimizer.state_dict()
     tensors = {f"{STATE}rng.batch": state.generator.get_state(), f"{STATE}rng.torch": state.torch_rng}
     for i, entry in opt["state"].items():
         for key, value in entry.items():
             tensors[f"{STATE}opt.{i}.{key}"] = value.detach().cpu().contiguous()
     info = {"step": state.step, "best_val_loss": state.best_val_loss, "best_step": state.best_step,
-            "elapsed": state.elapsed, "evals_since_best": state.evals_since_best,
+            "elapsed": state.elapsed if timings else 0.0, "evals_since_best": state.evals_since_best,
             "param_groups": opt["param_groups"]}
     return tensors, info
 

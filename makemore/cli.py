@@ -27,7 +27,7 @@ from makemore import sample as generate
 from makemore.sample import Sampling
 from makemore.train import Diverged, Eval, Step, TrainConfig, resolve_device
 from tokenizer import cli as tokenizer_cli
-from tokenizer.cliutil import clean_errors, print_json, stderr
+from tokenizer.cliutil import clean_errors, print_json, stderr, tolerant_streams
 from tokenizer.files import check_folder, check_output, decode_text, read_input, read_stdin
 from tokenizer.files import shown
 
@@ -155,7 +155,7 @@ def train(
         source = checkpoint.load(init_from) if init_from else None
         folder = out_dir or checkpoint.DEFAULT_DIR / run_dir(data, source.model_type if source else type)
         check_run_folder(folder, [data])  # before any data is read
-        check_unused(folder, overwrite)
+        runs.check_unused(folder, overwrite)
     lock = RunLock(folder)
     try:
         if rank.main and folder.is_dir():
@@ -170,9 +170,7 @@ def train(
         if rank.main:
             lock.acquire()
             if not resume:
-                check_unused(folder, overwrite)  # again, now that no other training can be starting here
-                for name in (checkpoint.LAST, "metrics.jsonl"):  # a fresh start: no stale state or curves from before
-                    (folder / name).unlink(missing_ok=True)
+                runs.start_fresh(folder, overwrite)
         run_training(plan, folder, rank, compile, json, resume is not None)
     finally:
         lock.release()
@@ -188,12 +186,6 @@ def refuse_given(ctx: typer.Context, allowed: tuple[str, ...], what: str, hint: 
     if given:
         names = ", ".join(max(p.opts, key=len) for p in given)
         raise MakemoreError(f"{what}; it cannot change {names}: {hint}")
-
-
-def check_unused(folder: Path, overwrite: bool) -> None:
-    if (folder / checkpoint.FILENAME).exists() and not overwrite:
-        raise MakemoreError(f"{folder}: already holds a trained model; continue it (--resume {folder}), "
-                            f"start afresh (--overwrite) or train into another --out")
 
 
 def run_training(plan: runs.Plan, folder: Path, rank, compile: bool, json: bool, resumed: bool) -> None:
@@ -330,7 +322,8 @@ def sample(
         tag = Text("") if row["new"] is None else (Text("new  ", "green") if row["new"] else Text("seen ", "dim"))
         out.print(Text.assemble(tag, row["text"]))
     if len(rows) < n:
-        stderr.print(f"only {len(rows)} of {n} samples were new after {generate.NOVEL_TRIES} tries per sample")
+        wanted = " and ".join(w for w, on in (("new", novel_only), (f"at least {min_len} characters long", min_len)) if on)
+        stderr.print(f"only {len(rows)} of {n} samples were {wanted} after {generate.NOVEL_TRIES} tries per sample")
     if seen is not None:
         k = sum(r["new"] for r in rows)
         stderr.print(f"{k} of {len(rows)} are new (not in the training set)")
@@ -502,9 +495,9 @@ def info(
     t = ckpt.training
     if "data" in t:
         table.add_row("data", f"{t['data']['name']} (sha256 {t['data']['sha256'][:12]}…)")
-    if "best_val_loss" in t:
-        table.add_row("training", f"{t['step']} steps; best val loss {t['best_val_loss']:.4f} at step {t['best_step']}"
-                      + (f"; test loss {t['test_loss']:.4f}" if "test_loss" in t else ""))
+    if "step" in t:
+        table.add_row("training", f"{t['step']} steps; best val loss {number(t.get('best_val_loss'))} at step {t.get('best_step', '-')}"
+                      + (f"; test loss {number(t['test_loss'])}" if "test_loss" in t else ""))
     if isinstance(t.get("options"), dict):
         o = t["options"]
         table.add_row("options", f"batch size {o.get('batch_size')}, lr {o.get('lr')}"
@@ -529,6 +522,7 @@ def compare(
     tokenizer_path: Annotated[Optional[Path], typer.Option("--tokenizer", help="A BPE tokenizer file; default: characters.")] = None,
     mode: ModeOpt = "auto",
     block_size: BlockSizeOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Train again into a compare folder that already holds these types' models.")] = False,
     json: JsonOpt = False,
 ):
     """Train several model types on one split with one budget and seed; print a leaderboard."""
@@ -542,7 +536,9 @@ def compare(
     folder = out_dir or checkpoint.DEFAULT_DIR / f"compare-{'names' if data is None else Path(data).stem}"
     for t in chosen:
         check_run_folder(folder / t, [data])
+        runs.check_unused(folder / t, overwrite)
     check_output(folder / "leaderboard.md", "leaderboard", kind="text")
+    check_output(folder / "loss_curves.png", "plot", kind="png")
     prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
     for t in chosen:
         runs.model_config(t, prep, None, cfg.batch_size)  # each fits in memory, before any trains
@@ -550,7 +546,7 @@ def compare(
     progress, track = training_progress(stderr, quiet_evals=True)
     try:
         with progress:
-            rows = comparison.compare(prep, chosen, cfg, folder, on_start=track)
+            rows = comparison.compare(prep, chosen, cfg, folder, on_start=track, overwrite=overwrite)
     except Diverged as e:
         raise diverged(e, stderr) from None
     table_path, png_path = comparison.write_report(rows, folder)
@@ -583,14 +579,17 @@ def plot(
     check_output(output, "plot", inputs=runs_, kind="png")
     series, rows = {}, []
     for run in runs_:
-        metrics = plotting.read_metrics(run)
+        metrics, path, skipped = plotting.read_metrics(run)
+        if skipped:
+            stderr.print(f"warning: {path}: skipped line{'s' if len(skipped) > 1 else ''} "
+                         f"{', '.join(map(str, skipped[:10]))}{' …' if len(skipped) > 10 else ''} (not a metrics row)")
         evals = [r for r in metrics if "val_loss" in r]
-        best = min(evals, key=lambda r: r["val_loss"] if r["val_loss"] is not None else float("inf"))
+        best = min((r for r in evals if r["val_loss"] is not None), key=lambda r: r["val_loss"])
         speeds = [r["tokens_per_s"] for r in metrics if r.get("tokens_per_s")]
         rows.append({"run": str(run), "steps": max(r["step"] for r in metrics), "best_val_loss": best["val_loss"],
                      "best_step": best["step"], "last_val_loss": evals[-1]["val_loss"],
                      "tokens_per_s": sorted(speeds)[len(speeds) // 2] if speeds else None, "wall_s": max(r.get("wall") or 0 for r in metrics)})
-        series[str(run)] = ([r["step"] for r in evals], [r["eval_train_loss"] for r in evals], [r["val_loss"] for r in evals])
+        series[str(run)] = ([r["step"] for r in evals], [r.get("eval_train_loss") for r in evals], [r["val_loss"] for r in evals])
     if plotting.matplotlib_pyplot() is None:
         raise MakemoreError(f"plot needs matplotlib, the optional plot extra: {plotting.EXTRA}")
     plotting.curves(series, output, "val loss (solid), train loss (dotted)")
@@ -599,11 +598,17 @@ def plot(
         return
     table = Table("run", "steps", "best val", "at step", "last val", "tokens/s", "wall s")
     for r in rows:
-        table.add_row(Text(r["run"]), str(r["steps"]), f"{r['best_val_loss']:.4f}", str(r["best_step"]), f"{r['last_val_loss']:.4f}",
+        table.add_row(Text(r["run"]), str(r["steps"]), number(r["best_val_loss"]), str(r["best_step"]), number(r["last_val_loss"]),
                       f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-", f"{r['wall_s']:.1f}")
     out.print(table)
     stderr.print(f"wrote {output}")
 
 
+def number(x, digits: int = 4) -> str:
+    """A loss for a table: '-' where none was recorded (a null in the file)."""
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
 def main() -> None:
+    tolerant_streams()
     app()

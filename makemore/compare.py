@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from makemore import checkpoint, models, runs
+from makemore.runlock import RunLock
 from makemore.plot import curves
 from makemore.train import Eval, Step, TrainConfig
 from tokenizer.files import write_atomic
@@ -73,15 +74,19 @@ def compare(
     cfg: TrainConfig,
     out_root: Path,
     on_start: Callable[[str], Callable | None] | None = None,
+    overwrite: bool = False,
 ) -> list[Row]:
-    """Train each of `types` on `prep` with `cfg` (each at its own default lr unless `cfg.lr` is set).
+    """Train each of `types` on `prep` with `cfg` (each at its own default lr unless `cfg.lr` is set)
+    into `out_root/<type>`, each folder locked while it trains; `overwrite` replaces earlier models there.
 
     `on_start(type)` may return an event callback for that type's training (a progress bar).
     """
     rows = []
     for name in types:
         timer = StepTimer(on_start(name) if on_start else None)
-        fitted = runs.fit(name, prep, cfg, out_root / name / checkpoint.FILENAME, on_event=timer)
+        with RunLock(out_root / name):
+            runs.start_fresh(out_root / name, overwrite)
+            fitted = runs.fit(name, prep, cfg, out_root / name / checkpoint.FILENAME, on_event=timer)
         final = fitted.result.history[-1]
         best = next(e for e in fitted.result.history if e.step == fitted.result.best_step)
         rows.append(Row(

@@ -29,7 +29,7 @@ import torch
 
 from makemore.errors import MakemoreError
 from tokenizer import TokenizerError
-from tokenizer.files import decode_text, read_input
+from tokenizer.files import decode_text, read_input, shown
 
 BUILTIN = "builtin:names"  # the data set used when no file is given
 MODES = ("lines", "text", "auto")
@@ -40,8 +40,9 @@ IGNORE = -1  # target id the loss skips (padding after an item's end)
 
 
 def normalize(text: str) -> str:
-    """The one normalisation applied to all text, at train, sample and eval time alike."""
-    return unicodedata.normalize("NFC", text)
+    """The one normalisation applied to all text, at train, sample and eval time alike: NFC, and
+    CRLF line ends as LF (a CRLF copy of a file reads as the file)."""
+    return unicodedata.normalize("NFC", text).replace("\r\n", "\n")
 
 
 @dataclass
@@ -282,7 +283,7 @@ def encode_items(items: list[str], tok, block_size: int | None = None, ids: list
 
     `ids`, the items already encoded by `tok`, saves encoding them again."""
     eot = tok.eot_id
-    seqs = [[eot, *item, eot] for item in (ids if ids is not None else map(tok.encode, items))]
+    seqs = [[eot, *item, eot] for item in (ids if ids is not None else (encode_text(tok, s) for s in items))]
     if block_size is None:
         block_size = max(map(len, seqs)) - 1
     width, flat = block_size + 1, []
@@ -297,8 +298,27 @@ def encode_items(items: list[str], tok, block_size: int | None = None, ids: list
 
 
 def encode_text(tok, text: str) -> list[int]:
-    """The ids of running text; special-token strings in it are plain text."""
+    """The ids of running text or of an item; special-token strings in it are plain text."""
     return getattr(tok, "encode_ordinary", tok.encode)(text)
+
+
+def encode_lines(tok, items: list[str], numbers: list[int], name: str) -> list[list[int]]:
+    """Each item's ids; an item the tokenizer cannot encode is an error naming its line."""
+    ids = []
+    for item, number in zip(items, numbers):
+        try:
+            ids.append(encode_text(tok, item))
+        except TokenizerError as e:
+            raise MakemoreError(f"{name}: line {number}: {e}") from None
+    return ids
+
+
+def check_text(tok, text: str, name: str) -> None:
+    """Running text the tokenizer can encode; else an error naming the line of the first unknown character."""
+    unknown = tok.first_unknown(text) if hasattr(tok, "first_unknown") else None
+    if unknown is not None:
+        line = text.count("\n", 0, unknown) + 1
+        raise MakemoreError(f"{name}: line {line}: character {shown(text[unknown])} is not in the tokenizer's vocabulary")
 
 
 def predicted_chars(text: str, ids: list[int], tok) -> int:

@@ -1,6 +1,7 @@
 """Loss curves as a PNG (matplotlib, the optional `plot` extra) and the runs' metrics they come from.
 
-`read_metrics` reads a run folder's metrics.jsonl (a line cut short by a crash is skipped);
+`read_metrics` reads a run folder's metrics.jsonl (a line cut short by a crash, or with a field of
+the wrong type, is skipped and its number returned);
 `curves` draws val loss (solid) and train loss (dotted) of several runs into one figure, on a log
 step axis when their lengths differ by much, and writes it atomically.
 """
@@ -17,24 +18,38 @@ from tokenizer.files import write_atomic
 EXTRA = "pip install 'makemore[plot]'"
 
 
-def read_metrics(run: Path) -> list[dict]:
+NUMBERS = ("train_loss", "eval_train_loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "wall")  # null where not finite
+
+
+def read_metrics(run: Path) -> tuple[list[dict], Path, list[int]]:
+    """The rows of a run's metrics.jsonl, its path, and the numbers of the lines skipped: cut short
+    by a crash, not an object with a step, or a field that is neither a number nor null."""
     if not run.exists():
         raise MakemoreError(f"{run}: no such run folder")
     folder = run if run.is_dir() else run.parent
     path = folder / "metrics.jsonl"
     if not path.is_file():
         raise MakemoreError(f"{folder}: no metrics.jsonl (is it a run folder of makemore train?)")
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    rows, skipped = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
+        except (json.JSONDecodeError, RecursionError):
+            row = None
+        if isinstance(row, dict) and usable(row):
             rows.append(row)
-    if not any("val_loss" in r for r in rows):
-        raise MakemoreError(f"{path}: no evaluations recorded yet")
-    return rows
+        elif line.strip():
+            skipped.append(number)
+    if not any(isinstance(r.get("val_loss"), (int, float)) for r in rows):
+        raise MakemoreError(f"{path}: no evaluation with a val loss recorded yet")
+    return rows, path, skipped
+
+
+def usable(row: dict) -> bool:
+    step = row.get("step")
+    if type(step) is not int or step < 0 or not ("train_loss" in row or "val_loss" in row):
+        return False
+    return all(row.get(k) is None or (isinstance(row[k], (int, float)) and not isinstance(row[k], bool)) for k in NUMBERS)
 
 
 def matplotlib_pyplot():
@@ -56,8 +71,9 @@ def curves(series: dict[str, tuple[list[int], list[float | None], list[float | N
     fig, ax = plt.subplots(figsize=(8, 5))
     longest = [max(steps) for steps, _, _ in series.values() if steps]
     for name, (steps, train, val) in series.items():
-        (line,) = ax.plot(steps, val, label=name)
-        ax.plot(steps, train, linestyle=":", color=line.get_color())
+        nan = float("nan")  # a null loss (not finite when measured) leaves a gap
+        (line,) = ax.plot(steps, [nan if v is None else v for v in val], label=name)
+        ax.plot(steps, [nan if v is None else v for v in train], linestyle=":", color=line.get_color())
     if longest and max(longest) > 20 * max(1, min(longest)):
         ax.set_xscale("log")  # runs of very different lengths share one axis
     ax.set_xlabel("step")

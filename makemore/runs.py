@@ -93,12 +93,7 @@ def _prepare_lines(src: data.Source, seed: int, tok, reason: str, block_size: in
     if len(items) < data.MIN_ITEMS:
         raise MakemoreError(f"{src.name}: only {len(items)} items; need at least {data.MIN_ITEMS} lines to train on")
     tok = tok or CharTokenizer.from_items(items)
-    ids = []
-    for item, number in zip(items, numbers):
-        try:
-            ids.append(tok.encode(item))
-        except TokenizerError as e:
-            raise MakemoreError(f"{src.name}: line {number}: {e}") from None
+    ids = data.encode_lines(tok, items, numbers, src.name)
     longest = max(range(len(ids)), key=lambda i: len(ids[i]))
     limit = block_size - 1 if block_size else data.MAX_ITEM_TOKENS
     if len(ids[longest]) > limit:
@@ -116,10 +111,7 @@ def _prepare_lines(src: data.Source, seed: int, tok, reason: str, block_size: in
 
 def _prepare_text(src: data.Source, seed: int, tok, reason: str, block_size: int) -> Prepared:
     tok = tok or CharTokenizer.from_items([src.text])
-    unknown = getattr(tok, "first_unknown", lambda text: None)(src.text)
-    if unknown is not None:
-        line = src.text.count("\n", 0, unknown) + 1
-        raise MakemoreError(f"{src.name}: line {line}: character {shown(src.text[unknown])} is not in the tokenizer's vocabulary")
+    data.check_text(tok, src.text, src.name)
     parts = data.split_text(src.text)
     splits = {k: data.encode_stream(v, tok, block_size) for k, v in parts.items()}
     n_train = len(splits["train"].tokens)
@@ -164,8 +156,7 @@ def model_config(model_type: str, prep: Prepared, options: dict | None, batch_si
     batch_size = batch_size or prep.splits["train"].default_batch_size
     config = models.make_config(model_type, prep.tokenizer.vocab_size, prep.block_size, prep.mode, **(options or {}))
     n = memory.count_params(lambda: models.build(model_type, config))
-    width = max((v for k, v in vars(config).items() if k.startswith("n_") and isinstance(v, int)), default=64)
-    need = memory.training_bytes(n, batch_size, prep.block_size, prep.tokenizer.vocab_size, width)
+    need = memory.training_bytes(n, batch_size, prep.block_size, prep.tokenizer.vocab_size, config.width)
     memory.require(need, f"training this {model_type} ({n:,} parameters, batch {batch_size} x {prep.block_size} tokens)",
                    "use a smaller model (--set) or --batch-size")
     return config
@@ -174,8 +165,8 @@ def model_config(model_type: str, prep: Prepared, options: dict | None, batch_si
 class MetricsLog:
     """Appends one JSON line per evaluation, and per `every` steps, to a run's metrics.jsonl."""
 
-    def __init__(self, path: Path, every: int):
-        self.path, self.every = path, max(1, every)
+    def __init__(self, path: Path, every: int, timings: bool = True):
+        self.path, self.every, self.timings = path, max(1, every), timings  # no timings: the same seed, the same bytes
         self.tokens, self.since = 0, None
 
     def __call__(self, event: Step | Eval) -> None:
@@ -189,8 +180,28 @@ class MetricsLog:
             self.tokens, self.since = 0, event.elapsed
         else:
             row = {"step": event.step, "eval_train_loss": event.train_loss, "val_loss": event.val_loss, "wall": event.elapsed}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(finite(row)) + "\n")
+        if not self.timings:
+            row.update((k, None) for k in ("tokens_per_s", "wall") if k in row)
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(finite(row)) + "\n")
+        except OSError as e:  # a full disk, say: name this file, not "file"
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
+
+
+def check_unused(folder: Path, overwrite: bool) -> None:
+    """A run folder a new training may start in: none holds a model there, or `overwrite` says to replace it."""
+    if (folder / checkpoint.FILENAME).exists() and not overwrite:
+        raise MakemoreError(f"{folder}: already holds a trained model; continue it (--resume {folder}), "
+                            f"start afresh (--overwrite) or train into another --out")
+
+
+def start_fresh(folder: Path, overwrite: bool) -> None:
+    """A new training's first act in `folder`, under its lock: check it again (another training may
+    have finished there meanwhile) and clear an earlier run's state and curves."""
+    check_unused(folder, overwrite)
+    for name in (checkpoint.LAST, "metrics.jsonl"):
+        (folder / name).unlink(missing_ok=True)
 
 
 def remove_stale_temp_files(folder: Path) -> None:
@@ -247,7 +258,7 @@ def fit(
     if rank.main:
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(folder)
-    log = MetricsLog(folder / "metrics.jsonl", cfg.eval_interval // 10) if rank.main else None
+    log = MetricsLog(folder / "metrics.jsonl", cfg.eval_interval // 10, timings=not cfg.deterministic) if rank.main else None
 
     def record(st: TrainState, **extra) -> dict:
         return {"step": st.step, "best_step": st.best_step, "best_val_loss": st.best_val_loss, "data": prep.record(),
@@ -272,7 +283,7 @@ def fit(
         raise MakemoreError("the training processes ended with different parameters; the run is not saved")
     if rank.main:
         ckpt.training = record(result, stopped=result.stopped)
-        checkpoint.save(ckpt, folder / checkpoint.LAST, result.latest_weights, checkpoint.state_entries(result))
+        checkpoint.save(ckpt, folder / checkpoint.LAST, result.latest_weights, checkpoint.state_entries(result, timings=not cfg.deterministic))
     if result.stopped == "interrupted":
         return Fitted(checkpoint=ckpt, result=result, test_loss=None, test_bits_per_char=None)
     test_loss, n_tokens = evaluate(model, prep.splits["test"])
@@ -308,18 +319,20 @@ def held_out(ckpt: checkpoint.Checkpoint) -> tuple[data.Items | data.Stream, str
     return encode_for(ckpt, data.split_items(items, record["split_seed"])["test"], src.name), src.name
 
 
-def encode_for(ckpt: checkpoint.Checkpoint, content: list[str] | str, name: str) -> data.Items | data.Stream:
-    """Items (lines mode) or text (text mode) encoded for `ckpt`'s model; what it cannot read is an error naming it."""
+def encode_for(ckpt: checkpoint.Checkpoint, content: list[str] | str, name: str, numbers: list[int] | None = None) -> data.Items | data.Stream:
+    """Items (lines mode, with their line numbers) or text (text mode) encoded for `ckpt`'s model;
+    what it cannot read is an error naming it and its line."""
     block_size = ckpt.model.config.block_size
     try:
         if isinstance(content, str):
+            data.check_text(ckpt.tokenizer, content, name)
             return data.encode_stream(content, ckpt.tokenizer, block_size)
-        ids = [ckpt.tokenizer.encode(s) for s in content]
-        too_long = [s for s, item in zip(content, ids) if len(item) + 1 > block_size]
+        numbers = numbers or list(range(1, len(content) + 1))
+        ids = data.encode_lines(ckpt.tokenizer, content, numbers, name)
+        too_long = [k for k, item in enumerate(ids) if len(item) + 1 > block_size]
         if too_long:
-            raise MakemoreError(
-                f"{name}: item {too_long[0]!r} is longer than the model's context ({block_size - 1} tokens)"
-            )
+            raise MakemoreError(f"{name}: line {numbers[too_long[0]]}: item {shown(content[too_long[0]])} is longer than "
+                                f"the model's context ({block_size - 1} tokens)")
         return data.encode_items(content, ckpt.tokenizer, block_size, ids)
     except TokenizerError as e:
         raise MakemoreError(f"{name}: {e}") from None
@@ -343,7 +356,11 @@ def evaluate_file(ckpt: checkpoint.Checkpoint, path: str | None) -> dict:
     else:
         src = data.read_source(path)
         name, which = src.name, "file"
-        split = encode_for(ckpt, src.text if ckpt_mode(ckpt) == "text" else data.lines_of(src.text)[0], name)
+        if ckpt_mode(ckpt) == "text":
+            split = encode_for(ckpt, src.text, name)
+        else:
+            items, numbers = data.lines_of(src.text)
+            split = encode_for(ckpt, items, name, numbers)
         if isinstance(split, data.Stream) and len(split.tokens) < 2:
             raise MakemoreError(f"{name}: a single token: nothing to predict")
     loss, n_tokens = evaluate(ckpt.model, split)

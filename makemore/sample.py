@@ -37,7 +37,7 @@ CHUNK = 1000  # items generated at once
 class Sampling:
     """How the next id is drawn from the logits; validated once, here."""
 
-    temperature: float = 1.0  # 0 = greedy
+    temperature: float = 1.0  # 0 = greedy; so is anything below MIN_TEMPERATURE
     top_k: int | None = None  # keep the k likeliest
     top_p: float | None = None  # keep the smallest set whose probability reaches p (nucleus)
     min_p: float | None = None  # keep ids at least min_p times as likely as the likeliest
@@ -53,10 +53,17 @@ class Sampling:
             raise MakemoreError(f"--min-p {self.min_p}: must be from 0 to 1")
 
 
+MIN_TEMPERATURE = 1e-4  # below it sampling is greedy: dividing the logits by less can overflow to inf - inf = NaN
+
+
+def greedy(s: Sampling) -> bool:
+    return s.temperature < MIN_TEMPERATURE
+
+
 def filter_logits(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
     """The logits (..., V) to sample from: divided by the temperature, then everything outside top-k,
     then outside top-p, then below min-p set to -inf. The likeliest id always survives."""
-    logits = logits / s.temperature if s.temperature > 0 else logits
+    logits = logits if greedy(s) else logits / s.temperature
     if s.top_k is not None and s.top_k < logits.shape[-1]:
         kth = torch.topk(logits, s.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, -math.inf)
@@ -74,7 +81,7 @@ def filter_logits(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
 
 def draw(logits: torch.Tensor, s: Sampling, gen: torch.Generator) -> torch.Tensor:
     """One id per row of `logits` (B, V)."""
-    if s.temperature == 0:
+    if greedy(s):
         return logits.argmax(dim=-1)
     probs = filter_logits(logits, s).softmax(dim=-1)
     return torch.multinomial(probs, 1, generator=gen).squeeze(1)
@@ -129,8 +136,7 @@ class Item:
 def sample_items(model: nn.Module, tok, n: int, s: Sampling, seed: int | None = None, prefix: str = "",
                  min_len: int = 0, max_len: int | None = None, cache: bool = True) -> list[Item]:
     """`n` items, each beginning with `prefix`, of `min_len` to `max_len` characters (prefix included)."""
-    if not 1 <= n <= MAX_SAMPLES:
-        raise MakemoreError(f"-n {n}: must be from 1 to {MAX_SAMPLES:,}")
+    check_count(n)
     block = model.config.block_size
     start = [tok.eot_id, *encode_prompt(tok, prefix, "--prefix")]
     if len(start) > block:
@@ -139,6 +145,8 @@ def sample_items(model: nn.Module, tok, n: int, s: Sampling, seed: int | None = 
         raise MakemoreError(f"--max-len {max_len}: must be at least 1 and at least --min-len ({min_len})")
     if min_len < 0:
         raise MakemoreError(f"--min-len {min_len}: must be 0 or more")
+    if max_len is not None and len(normalize(prefix)) > max_len:
+        raise MakemoreError(f"--prefix is {len(normalize(prefix))} characters, more than --max-len {max_len}")
     device = next(model.parameters()).device
     lengths = torch.tensor([len(tok.decode([i])) if i != tok.eot_id else 0 for i in range(tok.vocab_size)], device=device)
     gen = make_generator(seed, device)
@@ -165,20 +173,27 @@ def sample_items(model: nn.Module, tok, n: int, s: Sampling, seed: int | None = 
     return items
 
 
+def check_count(n: int) -> None:
+    if not 1 <= n <= MAX_SAMPLES:
+        raise MakemoreError(f"-n {n}: must be from 1 to {MAX_SAMPLES:,}")
+
+
 def constrain(logits, chars, lengths, eot: int, min_len: int, max_len: int | None, last: bool) -> torch.Tensor:
     """Forbid the boundary before `min_len` characters, and ids that would pass `max_len`; at the
-    last position the model can take, only the boundary is left."""
+    last position the model can take, only the boundary is left (the item may then be shorter than
+    `min_len`: `novel_items` draws again)."""
     logits = logits.clone()
+    if last:
+        keep = logits[:, eot].clone()
+        logits.fill_(-math.inf)
+        logits[:, eot] = keep
+        return logits
     if min_len:
         logits[:, eot] = torch.where(chars < min_len, -math.inf, logits[:, eot])
     if max_len is not None:
         too_long = chars[:, None] + lengths[None, :] > max_len  # (b, V)
         too_long[:, eot] = False
         logits = logits.masked_fill(too_long, -math.inf)
-    if last:
-        keep = logits[:, eot].clone()
-        logits.fill_(-math.inf)
-        logits[:, eot] = keep
     return logits
 
 
@@ -245,21 +260,25 @@ def score(model: nn.Module, tok, text: str, mode: str) -> Score:
     return Score(text, sum(lp for _, lp in pieces), pieces, chars)
 
 
-NOVEL_TRIES = 20  # --novel-only: samples drawn per sample wanted, at most
+NOVEL_TRIES = 20  # --novel-only and --min-len: samples drawn per sample wanted, at most
 
 
 def novel_items(model: nn.Module, tok, n: int, s: Sampling, seed: int | None, prefix: str, min_len: int,
                 max_len: int | None, cache: bool, exclude: set[str] | None) -> list[Item]:
-    """`sample_items`, and with `exclude`, drawn again until `n` items are not in it (at most
-    NOVEL_TRIES times as many draws as wanted; fewer items come back if that bound is hit)."""
-    if exclude is None:
-        return sample_items(model, tok, n, s, seed, prefix, min_len, max_len, cache)
+    """`n` items from `sample_items` that are at least `min_len` characters long (an item that reached
+    the block size may be shorter) and, with `exclude`, not in it: drawn again until there are `n`, at
+    most NOVEL_TRIES times as many draws as wanted; fewer come back if that bound is hit."""
+    check_count(n)
+    wanted = lambda it: len(it.text) >= min_len and (exclude is None or it.text not in exclude)  # noqa: E731
     found: list[Item] = []
     drawn, round_ = 0, 0
     while len(found) < n and drawn < NOVEL_TRIES * n:
-        want = min(max(2 * (n - len(found)), 16), MAX_SAMPLES)
+        want = n if round_ == 0 else min(max(2 * (n - len(found)), 16), MAX_SAMPLES)
         round_seed = None if seed is None else seed + round_
         batch = sample_items(model, tok, want, s, round_seed, prefix, min_len, max_len, cache)
         drawn, round_ = drawn + want, round_ + 1
-        found += [it for it in batch if it.text not in exclude][: n - len(found)]
+        found += [it for it in batch if wanted(it)][: n - len(found)]
+    if not found and min_len:
+        raise MakemoreError(f"--min-len {min_len}: none of {drawn:,} samples was that long "
+                            f"(the model's items are at most {model.config.block_size - 1} tokens); ask for fewer characters")
     return found

@@ -16,7 +16,7 @@ from rich.text import Text
 
 import tokenizer as tk
 from tokenizer import imports
-from tokenizer.cliutil import clean_errors, print_json, stderr
+from tokenizer.cliutil import clean_errors, print_json, stderr, tolerant_streams
 from tokenizer.errors import TokenizerError
 from tokenizer.export import FORMATS, WHOLE_TEXT, export as export_tokenizer
 from tokenizer.files import check_output, check_readable, decode_text, read_blocks, read_input, read_stdin, shown
@@ -241,4 +241,5 @@ def import_(
 
 
 def main() -> None:
+    tolerant_streams()
     app()

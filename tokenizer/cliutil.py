@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 
 import typer
@@ -26,6 +27,8 @@ stderr = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)  # 
 
 
 def fail(message: str) -> typer.Exit:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun every rank meets the same bad input: rank 0 says it
+        return typer.Exit(2)
     stderr.print(Text.assemble(("error: ", "bold red"), " ".join(str(message).split("\n"))), soft_wrap=True)
     return typer.Exit(2)
 
@@ -66,6 +69,14 @@ def _one_line_usage_error(e) -> None:
 
 
 rich_utils.rich_format_error = _one_line_usage_error  # typer looks it up when a usage error happens
+
+
+def tolerant_streams() -> None:
+    """A character the terminal's encoding cannot show (PYTHONIOENCODING=ascii, a C locale) is written
+    as an escape such as \\xe9, never a UnicodeEncodeError halfway through the output."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def print_json(obj) -> None:

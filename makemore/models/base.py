@@ -50,6 +50,11 @@ class ModelConfig:
             if isinstance(value, int) and value > MAX_SIZE:
                 raise MakemoreError(f"model option {name}={value}: absurdly large (at most {MAX_SIZE:,})")
 
+    @property
+    def width(self) -> int:
+        """The widest activation per position, for the memory estimate: the largest n_* size."""
+        return max((v for k, v in vars(self).items() if k.startswith("n_") and isinstance(v, int)), default=64)
+
     def require_positive(self, *names: str) -> None:
         for name in names:
             if getattr(self, name) <= 0:

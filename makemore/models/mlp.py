@@ -26,6 +26,10 @@ class MLPConfig(ModelConfig):
         super().__post_init__()
         self.require_positive("context", "n_embd", "n_hidden")
 
+    @property
+    def width(self) -> int:
+        return max(super().width, self.context * self.n_embd)  # the concatenated embeddings
+
 
 class MLP(LanguageModel):
     default_lr = 3e-3  # peak learning rate when --lr is not given
