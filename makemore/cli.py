@@ -154,7 +154,7 @@ def train(
         models.make_config(type, 1, 1, **options)  # reject bad options before reading any data
         source = checkpoint.load(init_from) if init_from else None
         folder = out_dir or checkpoint.DEFAULT_DIR / run_dir(data, source.model_type if source else type)
-        check_run_folder(folder, [data])  # before any data is read
+        check_run_folder(folder, [data, source.path if source else None])  # before any data is read
         runs.check_unused(folder, overwrite)
     lock = RunLock(folder)
     try:

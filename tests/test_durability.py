@@ -60,7 +60,7 @@ def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float =
 
 @pytest.mark.parametrize("extra", [["--ema", "0"], []])  # without the weights' moving average, and with it (the default)
 def test_interrupted_and_resumed_run_is_bit_identical(toy, extra):
-    k = random.Random().randint(40, 700)  # a random step to interrupt at
+    k = random.Random(len(extra)).randint(40, 700)  # a (seeded) step to interrupt at
     code, _, err = finish(makemore("train", "toy.txt", *GRU, *extra, "--max-steps", "900", "--out", "whole", cwd=toy))
     assert code == 0, err
     proc = makemore("train", "toy.txt", *GRU, *extra, "--max-steps", "900", "--out", "cut", cwd=toy)
@@ -96,17 +96,21 @@ def test_resume_with_more_steps_and_refusals(toy):
 
 
 def test_sigkill_at_random_moments_never_leaves_an_unloadable_checkpoint(toy):
-    rng = random.Random()
+    seed = 1205
+    rng = random.Random(seed)  # the moments, seeded: a failure can be replayed
     run = toy / "k"
-    for i in range(20):
+    loaded = 0
+    for i in range(8):
         args = ["--resume", "k"] if (run / checkpoint.LAST).exists() else ["toy.txt", *GRU, "--eval-interval", "20", "--overwrite"]
         proc = makemore("train", *args, "--max-steps", "100000", *([] if args[0] == "--resume" else ["--out", "k"]), cwd=toy)
-        time.sleep(rng.uniform(1.0, 3.5))
+        time.sleep(rng.uniform(1.0, 3.0))
         proc.kill()
         proc.wait()
         for name in (checkpoint.FILENAME, checkpoint.LAST):
             if (run / name).exists():
                 checkpoint.load(run / name)  # raises if damaged
+                loaded += 1
+    assert loaded >= 4, (seed, loaded)  # most kills came after a save: the test checked files, not nothing
     code, _, err = finish(makemore("train", "toy.txt", *GRU, "--max-steps", "30", "--overwrite", "--out", "k", cwd=toy))
     assert code == 0, err
     assert sorted(p.name for p in run.iterdir()) == ["last.safetensors", "metrics.jsonl", "model.safetensors"]

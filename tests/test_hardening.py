@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import struct
 from pathlib import Path
@@ -19,6 +20,7 @@ import tokenizer
 from makemore.cli import app as makemore_app
 from tests.conftest import edit_safetensors, set_meta, toy_items
 from tokenizer.cli import app as tokenizer_app
+from tokenizer.export import export
 
 runner = CliRunner()
 QUICK = ["--type", "bigram", "--max-steps", "5", "--eval-interval", "5"]
@@ -41,7 +43,9 @@ def check_one_line_error(result, *fragments):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert len(lines[0]) < 500, f"the message echoes too much: {len(lines[0])} characters"
     for f in fragments:
         assert f in lines[0], lines[0]
 
@@ -88,6 +92,15 @@ def world(tmp_path_factory):
     (root / "deep.safetensors").write_bytes(deep_header())
     tokenizer.train(root / "corpus.txt", vocab_size=280).save(root / "tok-noeot.json")
     tokenizer.train(root / "corpus.txt", vocab_size=280, special=["<|endoftext|>"]).save(root / "tok.json")
+    export(tokenizer.load(root / "tok.json"), "huggingface", root / "hf.json")
+    hf = json.loads((root / "hf.json").read_text())
+    for kind, edit in HF_EDITS.items():
+        broken = json.loads(json.dumps(hf))
+        edit(broken)
+        (root / f"hf-{kind}.json").write_text(json.dumps(broken))
+    shutil.copytree(root / "run", root / "cmpdone" / "bigram")
+    (root / "nometrics").mkdir()
+    (root / "nometrics" / "metrics.jsonl").write_text('{"step": 10, "train_loss": 2.0}\n{"step": "x"}\n')
     (root / "afile").write_text("x")
     (root / "adir").mkdir()
     (root / "ckdir" / "model.safetensors").mkdir(parents=True)
@@ -117,6 +130,18 @@ METADATA_EDITS = {
     "negative": set_meta("model_config", json.dumps({"vocab_size": -3, "block_size": 12})),
     "vocab-mismatch": set_meta("model_config", json.dumps({"vocab_size": 99, "block_size": 12})),
     "no-format": set_meta("format", "other"),
+}
+
+
+HF_EDITS = {
+    "merges-null": lambda d: d["model"].__setitem__("merges", None),
+    "merges-number": lambda d: d["model"].__setitem__("merges", 5),
+    "merges-missing": lambda d: d["model"].pop("merges"),
+    "merge-number": lambda d: d["model"]["merges"].__setitem__(0, 7),
+    "vocab-list": lambda d: d["model"].__setitem__("vocab", list(d["model"]["vocab"])),
+    "vocab-floatid": lambda d: d["model"]["vocab"].__setitem__("a", 97.5),
+    "added-noid": lambda d: d["added_tokens"][0].pop("id"),
+    "added-notlist": lambda d: d.__setitem__("added_tokens", {"<|endoftext|>": 279}),
 }
 
 
@@ -209,7 +234,7 @@ CASES = [
     (M, ["sample", "-c", "run", "--max-len", "0"], ["--max-len 0"]),
     (M, ["sample", "-c", "run", "--min-len", "5", "--max-len", "3"], ["--max-len 3", "--min-len (5)"]),
     (M, ["sample", "-c", "run", "--seed", "100000000000000000000000"], ["--seed 100000000000000000000000"]),
-    (M, ["eval", "unseen.txt", "-c", "run"], ["unseen.txt", "'x' is not in the tokenizer's vocabulary"]),
+    (M, ["eval", "unseen.txt", "-c", "run"], ["unseen.txt: line 1", "'x' is not in the tokenizer's vocabulary"]),
     (M, ["eval", "binary.txt", "-c", "run"], ["binary.txt", "binary file"]),
     (M, ["score", "-c", "run", "kazoo"], ["argument 1", "'z' is not in the tokenizer's vocabulary"]),
     (M, ["score", "-c", "run", "--file", "mixed.txt"], ["mixed.txt:2", "'x'"]),
@@ -243,6 +268,62 @@ CASES = [
     (T, ["export", "-t", "tok.json", "-o", "tok.json"], ["tok.json: is also an input"]),
     (T, ["export", "-t", "tok.json", "-o", "adir"], ["adir: is a directory"]),
     (T, ["export", "-t", "tok.json", "--format", "bogus", "-o", "x.out"], ["--format 'bogus'"]),
+    # issue 19: outputs over inputs and over a run's files (one rule, in check_output)
+    (M, ["plot", "run", "-o", "run/model.safetensors"], ["run/model.safetensors", "belongs to the training run in run"]),
+    (M, ["plot", "run", "-o", "run/metrics.jsonl"], ["run/metrics.jsonl", "belongs to the training run"]),
+    (M, ["plot", "run", "-o", "run/last.safetensors"], ["run/last.safetensors", "belongs to the training run"]),
+    (M, ["plot", "run", "-o", "toy.txt"], ["toy.txt: already holds a text file, not a plot"]),
+    (M, ["plot", "run", "-o", "tok.json"], ["tok.json: already holds a json file, not a plot"]),
+    (M, ["plot", "run", "-o", "truncated.safetensors"], ["truncated.safetensors: already holds a safetensors file"]),
+    (M, ["compare", "toy.txt", "--types", "mlp,bigram", "--out", "cmpdone"], ["cmpdone/bigram: already holds a trained model"]),
+    (T, ["train", "corpus.txt", "-o", "run/model.safetensors"], ["run/model.safetensors", "belongs to the training run"]),
+    (T, ["train", "corpus.txt", "-o", "toy.txt"], ["toy.txt: already holds a text file, not a tokenizer file"]),
+    (T, ["export", "-t", "tok.json", "-o", "run/metrics.jsonl"], ["run/metrics.jsonl", "belongs to the training run"]),
+    (T, ["export", "-t", "tok.json", "--format", "tiktoken", "-o", "hf.json"], ["hf.json: already holds a json file"]),
+    (T, ["import", "--huggingface", "hf.json", "-o", "toy.txt"], ["toy.txt: already holds a text file"]),
+    (M, ["train", "toy.txt", "--init-from", "run", "--out", "cmpdone/bigram"], ["cmpdone/bigram: already holds a trained model"]),
+    (M, ["train", "toy.txt", "--init-from", "run", "--out", "run", "--overwrite"], ["run/model.safetensors: is also an input"]),
+    # --resume honours or refuses
+    (M, ["train", "--resume", "run", "--lr", "0.1"], ["cannot change --lr", "only --max-steps, --max-seconds and --device"]),
+    (M, ["train", "--resume", "run", "--seed", "3"], ["cannot change --seed"]),
+    (M, ["train", "--resume", "run", "--batch-size", "4"], ["cannot change --batch-size"]),
+    (M, ["train", "--resume", "run", "--eval-interval", "7"], ["cannot change --eval-interval"]),
+    (M, ["train", "--resume", "run", "--out", "elsewhere"], ["cannot change --out"]),
+    (M, ["train", "--resume", "run", "--early-stop", "2"], ["cannot change --early-stop"]),
+    (M, ["train", "--resume", "run", "--deterministic"], ["cannot change --deterministic"]),
+    (M, ["train", "--resume", "run", "--lr", "0.1", "--seed", "2"], ["cannot change --lr, --seed"]),
+    (M, ["train", "--resume", "run", "--max-steps", "5"], ["--max-steps 5: the run in run is already at step 5"]),
+    (M, ["train", "--resume", "run", "--max-steps", "3"], ["--max-steps 3", "already at step 5"]),
+    # importers validate every field; options that do not apply are refused
+    (T, ["import", "--huggingface", "hf-merges-null.json", "-o", "x.json"], ["hf-merges-null.json", "model.merges is NoneType"]),
+    (T, ["import", "--huggingface", "hf-merges-number.json", "-o", "x.json"], ["hf-merges-number.json", "model.merges is int"]),
+    (T, ["import", "--huggingface", "hf-merges-missing.json", "-o", "x.json"], ["hf-merges-missing.json", "no merge in model.merges makes"]),
+    (T, ["import", "--huggingface", "hf-merge-number.json", "-o", "x.json"], ["hf-merge-number.json", "model.merges[0] is 7"]),
+    (T, ["import", "--huggingface", "hf-vocab-list.json", "-o", "x.json"], ["hf-vocab-list.json", "model.vocab is list"]),
+    (T, ["import", "--huggingface", "hf-vocab-floatid.json", "-o", "x.json"], ["hf-vocab-floatid.json", "model.vocab['a'] is 97.5"]),
+    (T, ["import", "--huggingface", "hf-added-noid.json", "-o", "x.json"], ["hf-added-noid.json", "added_tokens[0]", "no integer id"]),
+    (T, ["import", "--huggingface", "hf-added-notlist.json", "-o", "x.json"], ["hf-added-notlist.json", "added_tokens is dict"]),
+    (T, ["import", "--huggingface", "hf.json", "--pattern", "gpt2", "-o", "x.json"], ["--pattern: only for --tiktoken"]),
+    (T, ["import", "--huggingface", "hf.json", "--special", "<|x|>=5", "-o", "x.json"], ["--special: only for --tiktoken"]),
+    (T, ["import", "gpt2", "--pattern", "gpt2", "-o", "x.json"], ["--pattern: only for --tiktoken", "a named encoding"]),
+    # plot and info read what the tool writes; paths named as given
+    (M, ["plot", "nothere", "-o", "x.png"], ["nothere: no such run folder"]),
+    (M, ["plot", "nothere/deeper", "-o", "x.png"], ["nothere/deeper: no such run folder"]),
+    (M, ["plot", "nometrics", "-o", "x.png"], ["nometrics/metrics.jsonl: no evaluation with a val loss"]),
+    (M, ["plot", "adir", "-o", "x.png"], ["adir: no metrics.jsonl"]),
+    # sampling numerics
+    (M, ["sample", "-c", "run", "--min-len", "500"], ["--min-len 500: none of", "samples was that long"]),
+    (M, ["sample", "-c", "run", "--prefix", "kakaka", "--max-len", "3"], ["--prefix is 6 characters, more than --max-len 3"]),
+    # text as promised: unseen characters named with their line
+    (M, ["eval", "mixed.txt", "-c", "run"], ["mixed.txt: line 2: character 'x'"]),
+    # sizes, and messages that never echo a whole input
+    (M, ["train", "toy.txt", *QUICK, "--type", "mlp", "--set", "context=100000"], ["training this mlp", "of memory"]),
+    (M, ["train", "toy.txt", "--set", "n_layer=" + "9" * 5000], ["n_layer=", "more characters)"]),
+    (M, ["sample", "-c", "run", "--prompt", "z" * 5000], ["--prefix 'zzz", "more characters)"]),
+    (M, ["score", "-c", "run", "ka" * 3000 + "z"], ["argument 1", "more characters)"]),
+    (M, ["train", "toy.txt", "--type", "g" * 5000], ["unknown model type 'ggg", "more characters)"]),
+    (T, ["decode", "-t", "tok.json", "9" * 5000], ["token id '9999", "too large (5,000 digits)"]),
+    (T, ["decode", "-t", "tok.json", "x" * 5000], ["token id 'xxx", "is not an integer"]),
 ]
 
 
@@ -256,7 +337,7 @@ def test_bad_input_is_one_line_and_exit_2_and_changes_nothing(world, monkeypatch
 
 
 def test_there_are_enough_cases():
-    assert len(CASES) >= 60
+    assert len(CASES) >= 150
 
 
 def test_stdin_that_is_not_utf8_is_refused_like_a_file(world, monkeypatch):
