@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from makemore import models, runs
-from makemore.train import Step, TrainConfig, train
+from makemore import data, models
+from makemore.train import Step, TrainConfig, resolve, train
 
 
 def parse(spec: str) -> tuple[str, dict[str, str]]:
@@ -38,7 +38,7 @@ def parse(spec: str) -> tuple[str, dict[str, str]]:
     return name, dict(o.split("=", 1) for o in options)
 
 
-def ours(prep: runs.Prepared, spec: str):
+def ours(prep: data.Dataset, spec: str):
     """A function that trains our model `spec` (a type, with options) for n more steps and returns their durations."""
     torch.manual_seed(0)
     name, options = parse(spec)
@@ -56,7 +56,7 @@ def ours(prep: runs.Prepared, spec: str):
                 last[0] = e.elapsed
 
         done += n
-        cfg = TrainConfig(max_steps=done, eval_interval=10**9, eval_items=1)  # the chunk's closing evaluation: one item
+        cfg = resolve(TrainConfig(max_steps=done, eval_interval=10**9, eval_items=1), type(model), type(prep))  # the chunk's closing evaluation: one item
         state = train(model, prep.splits["train"], prep.splits["val"], cfg, state, on_event=on_event)
         model.train()
         return times
@@ -104,7 +104,7 @@ def main() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     types = args.types.split(",")
-    prep = runs.prepare(args.data)
+    prep = data.prepare(args.data)
     pairs = {t: (ours(prep, t), reference(module, args.data, parse(t)[0])) for t in types}
     times = {t: ([], []) for t in types}
     for _ in range(args.chunks):

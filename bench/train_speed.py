@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from machine import describe
-from makemore import models, runs
+from makemore import data, models
 from makemore.compare import compare
 from makemore.train import TrainConfig
 
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(NAMES) if NAMES.exists() else None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    prep = runs.prepare(args.data, seed=1337)
+    prep = data.prepare(args.data, seed=1337)
     cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, eval_interval=max(args.steps // 4, 1))
     with tempfile.TemporaryDirectory() as tmp:
         rows = compare(prep, args.types.split(","), cfg, Path(tmp))

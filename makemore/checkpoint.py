@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
-from torch import nn
 
 import tokenizer as tokenizers
-from tokenizer.files import read_input, write_atomic
-from makemore import memory, models
+from makemore import data, memory, models
 from makemore.errors import MakemoreError
+from makemore.models.base import LanguageModel
+from safeio.files import read_input, write_atomic
+from tokenizer import Tokenizer
 
 FORMAT = "makemore"
 FORMAT_VERSION = 1
@@ -32,17 +34,65 @@ DEFAULT_DIR = Path("checkpoints")
 
 
 @dataclass
+class TrainingRecord:
+    """The `training` entry of a checkpoint: where the model stands and how it got there. Typed and
+    validated here (`from_json`), with the one migration of older records: runs saved before the
+    weights' moving average existed trained without one, and before text mode, on lines."""
+
+    step: int = 0  # optimisation steps done
+    best_step: int | None = None  # the step of the best evaluation
+    best_val_loss: float | None = None  # None: no evaluation yet (or not finite)
+    data: dict | None = None  # the data kind's record (`data.Dataset.record`): name, path, sha256, split_seed, mode, sizes
+    options: dict = field(default_factory=dict)  # the resolved `TrainConfig`
+    init_from: str | None = None  # fine-tuned from this checkpoint (absolute path)
+    stopped: str | None = None  # why the last training ended (last.safetensors)
+    test_loss: float | None = None  # after the final evaluation
+    test_bits_per_char: float | None = None
+    seconds: float | None = None  # timings: absent for --deterministic runs
+    steps_per_second: float | None = None
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if v is not None or k in ("best_val_loss", "best_step")}
+
+    @classmethod
+    def from_json(cls, t) -> TrainingRecord:
+        _expect(isinstance(t, dict), "training is not an object")
+        for key in ("step", "best_step"):
+            _expect(t.get(key) is None or (type(t[key]) is int and t[key] >= 0), f"training.{key} is not a step number")
+        for key in ("best_val_loss", "test_loss", "test_bits_per_char", "seconds", "steps_per_second"):
+            _expect(t.get(key) is None or isinstance(t[key], (int, float)), f"training.{key} is not a number")
+        _expect(isinstance(t.get("options", {}), dict), "training.options is not an object")
+        d = t.get("data")
+        if d is not None:
+            _expect(isinstance(d, dict), "training.data is not an object")
+            for key in ("name", "sha256"):
+                _expect(isinstance(d.get(key), str), f"training.data.{key} is missing or not a string")
+            _expect(isinstance(d.get("path", ""), str), "training.data.path is not a string")
+            _expect(type(d.get("split_seed")) is int, "training.data.split_seed is missing or not an integer")
+            _expect(d.get("mode", data.FIRST_KIND) in data.KINDS, f"training.data.mode is none of {', '.join(data.KINDS)}")
+            d = {"mode": data.FIRST_KIND} | d  # a record from before there were kinds
+        options = t.get("options", {})
+        if options and "ema" not in options:
+            options = options | {"ema": 0.0}  # saved before the weights' average existed: trained without one
+        best = t.get("best_val_loss")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in t.items() if k in known} | {
+            "data": d, "options": options, "best_val_loss": best if best is None or math.isfinite(best) else None})
+
+
+@dataclass
 class Checkpoint:
     model_type: str
-    model: nn.Module
-    tokenizer: object
-    training: dict  # step, best val loss, data name and SHA-256, train options
+    model: LanguageModel
+    tokenizer: Tokenizer
+    training: TrainingRecord
     path: Path | None = None
 
 
 def save(ckpt: Checkpoint, path: str | Path, weights: dict | None = None, state: tuple[dict, dict] | None = None) -> Path:
     """Write `ckpt` to `path` atomically (its model's weights, or `weights`; and with `state`, the
-    training state's tensors and JSON from `state_entries`); returns the path written."""
+    training state's tensors and JSON, `TrainState.state_dict()`); returns the path written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
@@ -51,11 +101,11 @@ def save(ckpt: Checkpoint, path: str | Path, weights: dict | None = None, state:
         "model_type": ckpt.model_type,
         "model_config": json.dumps(dataclasses.asdict(ckpt.model.config)),
         "tokenizer": json.dumps(ckpt.tokenizer.to_dict()),
-        "training": json.dumps(ckpt.training),
+        "training": json.dumps(ckpt.training.to_json()),
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in (weights or ckpt.model.state_dict()).items()}
     if state is not None:
-        tensors |= state[0]
+        tensors |= {STATE + k: v.detach().cpu().contiguous() for k, v in state[0].items()}
         metadata["train_state"] = json.dumps(state[1])
     write_atomic(path, serialize(tensors, metadata))
     return path
@@ -83,49 +133,18 @@ def serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> byt
     return len(text).to_bytes(8, "little") + text + b"".join(blobs)
 
 
-def state_entries(state, timings: bool = True) -> tuple[dict, dict]:
-    """A `TrainState` as tensors (optimizer moments, RNG states) and JSON (counters, param groups).
-    Without `timings` the elapsed time is stored as 0 (--deterministic: byte-identical files; a
-    resumed --max-seconds budget then starts again)."""
-    opt = state.optimizer.state_dict()
-    tensors = {f"{STATE}rng.batch": state.generator.get_state(), f"{STATE}rng.torch": state.torch_rng}
-    for i, entry in opt["state"].items():
-        for key, value in entry.items():
-            tensors[f"{STATE}opt.{i}.{key}"] = value.detach().cpu().contiguous()
-    info = {"step": state.step, "best_val_loss": state.best_val_loss, "best_step": state.best_step,
-            "elapsed": state.elapsed if timings else 0.0, "evals_since_best": state.evals_since_best,
-            "param_groups": opt["param_groups"]}
-    return tensors, info
-
-
-def load_state(path: str | Path, model: nn.Module, make_optimizer, best_weights: dict):
-    """The training state saved in `path` (a LAST file) for `model`, whose weights it also loads."""
-    from makemore.train import TrainState
-
+def read_state(path: str | Path) -> tuple[dict, dict]:
+    """The training state saved in `path` (a LAST file): its tensors (the prefix taken off) and JSON."""
     path = Path(path)
-    data = read_input(path, "checkpoint", limit=1 << 34)
-    meta = read_header(data, str(path)).get("__metadata__") or {}
+    raw = read_input(path, "checkpoint", limit=1 << 34)
+    meta = read_header(raw, str(path)).get("__metadata__") or {}
     try:
-        tensors = st_load(data)
+        tensors = st_load(raw)
         check_finite(tensors)
         info = json.loads(meta["train_state"])
-        model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(STATE)})
-        opt = make_optimizer(model)
-        entries: dict[int, dict] = {}
-        for key, value in tensors.items():
-            if key.startswith(f"{STATE}opt."):
-                i, name = key[len(STATE) + 4 :].split(".", 1)
-                entries.setdefault(int(i), {})[name] = value
-        groups = [g | {"betas": tuple(g["betas"])} for g in info["param_groups"]]
-        opt.load_state_dict({"state": entries, "param_groups": groups})
-        gen = torch.Generator()
-        gen.set_state(tensors[f"{STATE}rng.batch"])
-        state = TrainState(step=info["step"], best_val_loss=info["best_val_loss"], best_step=info["best_step"],
-                           elapsed=info["elapsed"], evals_since_best=info["evals_since_best"], optimizer=opt,
-                           generator=gen, torch_rng=tensors[f"{STATE}rng.torch"], best_weights=best_weights)
-    except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError, json.JSONDecodeError) as e:
-        raise MakemoreError(f"{path}: damaged training state ({type(e).__name__}: {e}); start again with --overwrite") from None
-    return state
+    except (KeyError, TypeError, ValueError, SafetensorError, json.JSONDecodeError) as e:
+        raise MakemoreError(f"{path}: damaged training state ({type(e).__name__}: {e}); start again with `overwrite`") from None
+    return {k[len(STATE):]: v for k, v in tensors.items() if k.startswith(STATE)}, info
 
 
 def read_header(data: bytes, name: str) -> dict:
@@ -160,25 +179,6 @@ def check_finite(tensors: dict[str, torch.Tensor]) -> None:
 def _expect(ok: bool, what: str) -> None:
     if not ok:
         raise ValueError(what)
-
-
-def check_training(t) -> dict:
-    """The `training` entry's shape: what the commands read from it must be there and of its type."""
-    _expect(isinstance(t, dict), "training is not an object")
-    for key in ("step", "best_step"):
-        _expect(key not in t or (type(t[key]) is int and t[key] >= 0), f"training.{key} is not a step number")
-    for key in ("best_val_loss", "test_loss"):
-        _expect(key not in t or t[key] is None or isinstance(t[key], (int, float)), f"training.{key} is not a number")
-    _expect(isinstance(t.get("options", {}), dict), "training.options is not an object")
-    if "data" in t:
-        d = t["data"]
-        _expect(isinstance(d, dict), "training.data is not an object")
-        for key in ("name", "sha256"):
-            _expect(isinstance(d.get(key), str), f"training.data.{key} is missing or not a string")
-        _expect(isinstance(d.get("path", ""), str), "training.data.path is not a string")
-        _expect(type(d.get("split_seed")) is int, "training.data.split_seed is missing or not an integer")
-        _expect(d.get("mode", "lines") in ("lines", "text"), "training.data.mode is neither lines nor text")
-    return t
 
 
 def load(path: str | Path, device: str = "cpu") -> Checkpoint:
@@ -216,7 +216,7 @@ def load(path: str | Path, device: str = "cpu") -> Checkpoint:
         config = config_cls(**entries["model_config"])
         if tok.vocab_size != config.vocab_size:
             raise ValueError(f"its tokenizer has {tok.vocab_size} tokens but its model {config.vocab_size}")
-        training = check_training(entries["training"])
+        training = TrainingRecord.from_json(entries["training"])
         n = memory.count_params(lambda: models.build(model_type, config))
         memory.require(4 * n, f"its {model_type} of {n:,} parameters", "is the checkpoint damaged?")
         model = models.build(model_type, config)
@@ -233,5 +233,5 @@ def latest(root: str | Path = DEFAULT_DIR) -> Path:
     """The most recently written checkpoint anywhere under `root` (runs of `compare` lie one level deeper)."""
     found = sorted(Path(root).rglob(FILENAME), key=lambda p: p.stat().st_mtime)  # never LAST: the best model is sampled
     if not found:
-        raise MakemoreError(f"no checkpoint in {root}/; train one first (makemore train) or name one with --checkpoint")
+        raise MakemoreError(f"no checkpoint in {root}/; train one first (makemore train) or name one with `checkpoint`")
     return found[-1]

@@ -1,13 +1,11 @@
-"""The `makemore` command: train, sample, eval, info (and compare). Each command parses its
+"""The `makemore` command: train, sample, score, eval, info, compare, plot. Each command parses its
 options, calls one library function and renders the result; errors become one line, exit 2."""
 
 from __future__ import annotations
 
-import codecs
 import io
 import signal
 import threading
-
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,28 +15,25 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 from rich.text import Text
 
-import torch
-
-from makemore import checkpoint, distributed, models, runs
+from makemore import checkpoint, data, distributed, models
 from makemore import compare as comparison
-from makemore.errors import MakemoreError
-from makemore.runlock import RunLock
+from makemore import run as runs
 from makemore import sample as generate
-from makemore.sample import Sampling
+from makemore.errors import MakemoreError
+from makemore.sample import Output, Piece, Request, Sampling
 from makemore.train import Diverged, Eval, Step, TrainConfig, resolve_device
+from safeio.cli import clean_errors, flags, print_json, stderr, tolerant_streams
+from safeio.files import check_output, decode_text, read_input, read_stdin, shown
 from tokenizer import cli as tokenizer_cli
-from tokenizer.cliutil import clean_errors, print_json, stderr, tolerant_streams
-from tokenizer.files import check_folder, check_output, decode_text, read_input, read_stdin
-from tokenizer.files import shown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learn to generate more of whatever a text file holds: items, one per line, or running text.")
 app.add_typer(tokenizer_cli.app, name="tokenizer", help="Train and apply byte-level BPE tokenizers (also the `tokenizer` command).")
 out = Console(highlight=False, markup=False, soft_wrap=True)
 
-DataFile = Annotated[Optional[Path], typer.Argument(help="UTF-8 text: one item per line, or running text (default: the built-in names).", show_default=False)]
+DataFile = Annotated[Optional[Path], typer.Argument(metavar="[DATA]", help="UTF-8 text: one item per line, or running text (default: the built-in names).", show_default=False)]
 ModeOpt = Annotated[str, typer.Option(help="lines (one item per line), text (one running text) or auto (decide from the file).")]
-BlockSizeOpt = Annotated[Optional[int], typer.Option(help=f"Context in tokens (text mode default {runs.TEXT_BLOCK_SIZE}; lines mode: the longest item + 1).")]
+BlockSizeOpt = Annotated[Optional[int], typer.Option(help=f"Context in tokens (text mode default {data.TEXT_BLOCK_SIZE}; lines mode: the longest item + 1).")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint file or run folder (default: the latest run in checkpoints/).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for the split, the model's init and the batch order.")]
@@ -49,6 +44,7 @@ BatchSize = Annotated[Optional[int], typer.Option(help="Items (lines mode, defau
 LearningRate = Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the model type's own).")]
 EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of train and val loss.")]
 Ema = Annotated[Optional[float], typer.Option(help=f"Evaluate and save a moving average of the weights with this decay (default {TrainConfig.ema}); 0 = off.", show_default=False)]
+RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "compile", "json", "resume", "data_path")  # all else is the run's own
 
 
 def parse_settings(settings: list[str]) -> dict[str, str]:
@@ -91,24 +87,16 @@ def training_progress(console: Console, quiet_evals: bool = False):
     return progress, track
 
 
-def run_dir(data: Path | None, model_type: str) -> str:
-    stem = "names" if data is None else Path(data).stem
-    return f"{stem}-{model_type}"
-
-
-def check_run_folder(folder: Path, inputs: list) -> Path:
-    """The checkpoint path in run folder `folder`, checked writable before any data is read."""
-    if folder.exists() and not folder.is_dir():
-        raise MakemoreError(f"--out {folder}: is a file, not a run folder")
-    check_folder(folder, f"--out {folder}")
-    return check_output(folder / checkpoint.FILENAME, "checkpoint", inputs, owner=True)
+def run_dir(data_path: Path | None, model_type: str) -> Path:
+    """checkpoints/<data>-<type>: where a run goes when no --out is given."""
+    return checkpoint.DEFAULT_DIR / f"{'names' if data_path is None else Path(data_path).stem}-{model_type}"
 
 
 @app.command()
 @clean_errors(MakemoreError)
 def train(
     ctx: typer.Context,
-    data: DataFile = None,
+    data_path: DataFile = None,
     type: Annotated[Optional[str], typer.Option("--type", "-t", help=f"Model type: {', '.join(models.MODELS)} (default transformer).", show_default=False)] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Optimisation steps (default 5000), counted from the run's start.", show_default=False)] = None,
     max_seconds: MaxSeconds = None,
@@ -128,7 +116,7 @@ def train(
     early_stop: Annotated[Optional[int], typer.Option(help="Stop after N evaluations without a better val loss.")] = None,
     ema: Ema = None,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (falls back to eager mode where it cannot).")] = False,
-    deterministic: Annotated[bool, typer.Option(help="torch's deterministic algorithms: the same seed gives byte-identical checkpoints.")] = False,
+    deterministic: Annotated[bool, typer.Option(help="torch's deterministic algorithms: the same seed gives byte-identical files.")] = False,
     json: JsonOpt = False,
 ):
     """Train a model on FILE (default: the built-in names) and save the best checkpoint."""
@@ -139,44 +127,21 @@ def train(
         raise MakemoreError("--init-from takes the model type, options, tokenizer and block size from the checkpoint")
     rank = distributed.from_env(resolve_device(device))
     dev = distributed.device_for(rank, resolve_device(device))
+    cfg = TrainConfig(max_steps=5000 if max_steps is None else max_steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
+                      eval_interval=eval_interval, seed=seed, device=dev, early_stop=early_stop, deterministic=deterministic,
+                      ema=TrainConfig.ema if ema is None else ema)
     if resume:
-        if not resume.exists():
-            raise MakemoreError(f"--resume {resume}: no such run folder")
-        folder = resume if resume.is_dir() else resume.parent
-        check_run_folder(folder, [])
+        run = runs.Run.resume(resume, data_path, max_steps, max_seconds, dev, rank)
+    elif init_from:
+        folder = out_dir or run_dir(data_path, checkpoint.load(init_from).model_type)
+        run = runs.Run.fine_tune(folder, init_from, data_path, cfg, mode, overwrite, rank)
     else:
-        type = type or "transformer"
-        models.lookup(type)
-        cfg = TrainConfig(max_steps=5000 if max_steps is None else max_steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
-                          eval_interval=eval_interval, seed=seed, device=dev, early_stop=early_stop, deterministic=deterministic,
-                          ema=TrainConfig.ema if ema is None else ema)
-        options = parse_settings(settings)
-        models.make_config(type, 1, 1, **options)  # reject bad options before reading any data
-        source = checkpoint.load(init_from) if init_from else None
-        folder = out_dir or checkpoint.DEFAULT_DIR / run_dir(data, source.model_type if source else type)
-        check_run_folder(folder, [data, source.path if source else None])  # before any data is read
-        runs.check_unused(folder, overwrite)
-    lock = RunLock(folder)
-    try:
-        if rank.main and folder.is_dir():
-            lock.acquire()  # before reading the run's state; a new folder is locked once the data is read
-        if resume:
-            plan = runs.plan_resume(folder, data, max_steps, max_seconds, dev)
-        elif source:
-            plan = runs.plan_init_from(source, data, seed, mode, cfg)
-        else:
-            prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
-            plan = runs.Plan(type, prep, cfg, config=runs.model_config(type, prep, options, cfg.batch_size))
-        if rank.main:
-            lock.acquire()
-            if not resume:
-                runs.start_fresh(folder, overwrite)
-        run_training(plan, folder, rank, compile, json, resume is not None)
-    finally:
-        lock.release()
-
-
-RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "compile", "json", "resume", "data")  # all else is the run's own
+        run = runs.Run.fresh(out_dir or run_dir(data_path, type or "transformer"), data_path, type or "transformer", cfg,
+                             parse_settings(settings), tokenizer_path, mode, block_size, overwrite, rank)
+    with run:
+        fitted = fit_with_progress(run, rank, compile)
+    if rank.main:
+        render_fitted(run, fitted, rank, json)
 
 
 def refuse_given(ctx: typer.Context, allowed: tuple[str, ...], what: str, hint: str) -> None:
@@ -188,53 +153,48 @@ def refuse_given(ctx: typer.Context, allowed: tuple[str, ...], what: str, hint: 
         raise MakemoreError(f"{what}; it cannot change {names}: {hint}")
 
 
-def run_training(plan: runs.Plan, folder: Path, rank, compile: bool, json: bool, resumed: bool) -> None:
-    """Train `plan` into `folder` (whose lock the caller holds) with a progress bar; print the summary."""
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    if plan.cfg.deterministic and not was_deterministic:  # only when asked: the call imports torch's compiler (1 s)
-        torch.use_deterministic_algorithms(True)
+def fit_with_progress(run: runs.Run, rank, compile: bool) -> runs.Fitted:
+    """`run.fit` behind a progress bar, Ctrl-C or SIGTERM asking it to stop after the step."""
     say = stderr if rank.main else Console(file=io.StringIO())
-    say.print(plan.prep.describe() + (f"; resuming at step {plan.state.step}" if resumed else "")
-              + (f"; starting from {plan.origin}" if plan.origin and not plan.state else ""))
+    say.print(run.dataset.describe() + (f"; resuming at step {run.state.step}" if run.state else "")
+              + (f"; starting from {run.origin}" if run.origin and not run.state else ""))
     progress, track = training_progress(say)
     stop = Signals()
     try:
         with stop, progress:
-            fitted = runs.fit(plan.model_type, plan.prep, plan.cfg, folder / checkpoint.FILENAME, plan.config,
-                              track(plan.model_type), model=plan.model, state=plan.state, origin=plan.origin,
-                              should_stop=stop.requested, rank=rank, compile=compile, warn=lambda m: say.print(f"warning: {m}"))
+            fitted = run.fit(track(run.model_type), stop.requested, rank, compile, warn=lambda m: say.print(flags(f"warning: {m}")))
     except Diverged as e:
         raise diverged(e, say) from None
     finally:
-        if plan.cfg.deterministic and not was_deterministic:
-            torch.use_deterministic_algorithms(False)
         distributed.finish(rank)
-    if not rank.main:
-        return
-    if fitted.interrupted:
-        say.print(f"interrupted at step {fitted.result.step}; saved {folder / checkpoint.LAST}; "
-                  f"resume with: makemore train --resume {folder}")
+    if fitted.interrupted and rank.main:
+        say.print(f"interrupted at step {fitted.result.step}; saved {run.folder / checkpoint.LAST}; "
+                  f"resume with: makemore train --resume {run.folder}")
         raise typer.Exit(stop.exit_code)
+    return fitted
+
+
+def render_fitted(run: runs.Run, fitted: runs.Fitted, rank, json: bool) -> None:
+    result = fitted.result
     summary = {
-        "checkpoint": str(folder / checkpoint.FILENAME), "type": plan.model_type,
-        "parameters": models.n_params(fitted.checkpoint.model), "steps": fitted.result.step,
-        "seconds": round(fitted.result.elapsed, 1), "steps_per_second": round(fitted.result.steps_per_second, 1),
-        "best_val_loss": fitted.result.best_val_loss, "test_loss": fitted.test_loss,
-        "stopped": fitted.result.stopped, "world_size": rank.world,
-        "global_batch_size": (plan.cfg.batch_size or plan.prep.splits["train"].default_batch_size) * rank.world,
+        "checkpoint": str(run.folder / checkpoint.FILENAME), "type": run.model_type,
+        "parameters": models.n_params(fitted.checkpoint.model), "steps": result.step,
+        "seconds": round(result.elapsed, 1), "steps_per_second": round(result.steps_per_second, 1),
+        "best_val_loss": result.best_val_loss, "test_loss": fitted.test_loss,
+        "stopped": result.stopped, "world_size": rank.world, "global_batch_size": run.cfg.batch_size * rank.world,
     }
     if json:
         print_json(summary)
-    else:
-        out.print(f"saved {summary['checkpoint']}: {plan.model_type}, {summary['parameters']:,} parameters, "
-                  f"{summary['steps']} steps in {summary['seconds']} s; val {summary['best_val_loss']:.4f}, test {summary['test_loss']:.4f}"
-                  + ("" if rank.world == 1 else f"; {rank.world} processes, global batch {summary['global_batch_size']}")
-                  + (" (stopped early: no better val loss)" if fitted.result.stopped == "early-stop" else ""))
+        return
+    out.print(f"saved {summary['checkpoint']}: {run.model_type}, {summary['parameters']:,} parameters, "
+              f"{summary['steps']} steps in {summary['seconds']} s; val {summary['best_val_loss']:.4f}, test {summary['test_loss']:.4f}"
+              + ("" if rank.world == 1 else f"; {rank.world} processes, global batch {summary['global_batch_size']}")
+              + (" (stopped early: no better val loss)" if result.stopped == "early-stop" else ""))
 
 
 def diverged(e: Diverged, console: Console) -> typer.Exit:
     """A run whose loss stopped being finite: one line, exit code 1 (not bad input, but a failed run)."""
-    console.print(Text.assemble(("error: ", "bold red"), str(e)))
+    console.print(Text.assemble(("error: ", "bold red"), flags(str(e))))
     return typer.Exit(1)
 
 
@@ -291,107 +251,55 @@ def sample(
     novel_only: Annotated[bool, typer.Option(help="Lines mode: only items not in the training set.")] = False,
     max_new_tokens: Annotated[Optional[int], typer.Option(help="Text mode: tokens to generate (default 500).", show_default=False)] = None,
     stream: Annotated[Optional[bool], typer.Option(help="Text mode: print text as it is made (default: on).", show_default=False)] = None,
-    cache: Annotated[bool, typer.Option(help="Incremental decoding (KV cache, carried state); --no-cache reruns the context.")] = True,
+    cache: Annotated[bool, typer.Option(help="Incremental decoding (KV cache / carried state); --no-cache reruns the whole context.")] = True,
     device: DeviceOpt = "cpu",
     json: JsonOpt = False,
 ):
     """New items (lines mode) or a stream of text (text mode) from a trained model."""
     s = Sampling(temperature, top_k, top_p, min_p)
     ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
-    if runs.ckpt_mode(ckpt) == "text":
-        refuse_options_of("lines", ckpt, (("--min-len", min_len), ("--max-len", max_len is not None), ("--novel-only", novel_only)))
-        n = 1 if n is None else n
-        if not 1 <= n <= MAX_STREAMS:
-            raise MakemoreError(f"-n {n}: text mode makes 1 to {MAX_STREAMS} streams")
-        return sample_text(ckpt, n, s, seed, prefix, 500 if max_new_tokens is None else max_new_tokens, stream is not False, cache, json)
-    refuse_options_of("text", ckpt, (("--max-new-tokens", max_new_tokens is not None), ("--stream/--no-stream", stream is not None)),
-                      " (its items end by themselves; see --max-len)")
-    n = 20 if n is None else n
+    kind = data.kind_of(ckpt.training.data)
+    data.refuse_options(kind, {"min_len": min_len, "max_len": max_len is not None, "novel_only": novel_only,
+                               "max_new_tokens": max_new_tokens is not None, "stream": stream is not None}, str(ckpt.path))
     seen = runs.training_items(ckpt)
-    if novel_only and seen is None:
-        raise MakemoreError(f"--novel-only: {ckpt.path}'s training data is not found or has changed, so new cannot be told from seen")
-    items = generate.novel_items(ckpt.model, ckpt.tokenizer, n, s, seed, prefix or "", min_len, max_len, cache,
-                                 seen if novel_only else None)
-    rows = [{"text": it.text, "new": None if seen is None else it.text not in seen, "logprob": it.logprob} for it in items]
+    request = Request(s, n, seed, prefix, min_len, max_len, novel_only, max_new_tokens, cache)
+    show = stream is not False and not json  # pieces of a stream as they come
+    rows: list[Output] = []
+    streamed = False  # the current output's text is on the screen already
+    try:
+        for event in generate.generate(kind, ckpt.model, ckpt.tokenizer, request, seen):
+            if isinstance(event, Piece):
+                if show:
+                    out.print(event.text, end="", soft_wrap=True)
+                    streamed = True
+                continue
+            rows.append(event)
+            if not json:
+                render_sample(event, streamed)
+            streamed = False
+    except KeyboardInterrupt:
+        out.print()
+        raise typer.Exit(130) from None
     if json:
-        print_json(rows)
-        return
+        print_json([r.row for r in rows])
+    elif kind.novelty:
+        report_novelty(rows, 20 if n is None else n, seen, novel_only, min_len)
+
+
+def render_sample(output: Output, streamed: bool) -> None:
+    new = output.row.get("new")
+    tag = Text("") if new is None else (Text("new  ", "green") if new else Text("seen ", "dim"))
+    out.print(Text.assemble(tag, "" if streamed else output.text))
+
+
+def report_novelty(rows: list[Output], n: int, seen: set | None, novel_only: bool, min_len: int) -> None:
     if seen is None:
         stderr.print("(training data not found or changed: cannot tell new samples from seen ones)")
-    for row in rows:
-        tag = Text("") if row["new"] is None else (Text("new  ", "green") if row["new"] else Text("seen ", "dim"))
-        out.print(Text.assemble(tag, row["text"]))
     if len(rows) < n:
         wanted = " and ".join(w for w, on in (("new", novel_only), (f"at least {min_len} characters long", min_len)) if on)
         stderr.print(f"only {len(rows)} of {n} samples were {wanted} after {generate.NOVEL_TRIES} tries per sample")
     if seen is not None:
-        k = sum(r["new"] for r in rows)
-        stderr.print(f"{k} of {len(rows)} are new (not in the training set)")
-
-
-MAX_STREAMS = 100  # text mode: streams per call
-
-
-def refuse_options_of(mode: str, ckpt, options, hint: str = "") -> None:
-    """An error for the first of `options` ((name, given) pairs) that only means something in `mode`,
-    given for `ckpt`, a model of the other mode."""
-    for name, given in options:
-        if given:
-            other = "lines" if mode == "text" else "text"
-            raise MakemoreError(f"{name}: a {mode}-mode option; {ckpt.path} is a {other}-mode model{hint}")
-
-
-def sample_text(ckpt, n: int, s, seed, prompt, max_new_tokens: int, stream: bool, cache: bool, json: bool) -> None:
-    """Text mode: the prompt, then `max_new_tokens` tokens, printed as they come (whole characters only)."""
-    tok = ckpt.tokenizer
-    ids = generate.encode_prompt(tok, prompt, "--prompt") if prompt else generate.default_prompt(tok)
-    if not ids:
-        ids = generate.default_prompt(tok)
-    results = []
-    for k in range(n):
-        text = TextStream(tok)
-        show = stream and not json
-        if show and prompt:
-            out.print(prompt, end="", soft_wrap=True)
-        try:
-            for i in generate.stream_text(ckpt.model, tok, ids, max_new_tokens, s, None if seed is None else seed + k, cache):
-                piece = text.add(i)
-                if show and piece:
-                    out.print(piece, end="", soft_wrap=True)
-        except KeyboardInterrupt:
-            if show:
-                out.print()
-            stderr.print(f"stopped after {len(text.ids)} tokens")
-            raise typer.Exit(130) from None
-        results.append({"prompt": prompt or "", "text": text.finish(), "tokens": len(text.ids)})
-        if show:
-            out.print(text.tail)
-        elif not json:
-            out.print((prompt or "") + results[-1]["text"], soft_wrap=True)
-    if json:
-        print_json(results)
-
-
-class TextStream:
-    """Decodes generated ids to text as they come; a character split across tokens waits for its rest."""
-
-    def __init__(self, tok):
-        self.tok, self.ids = tok, []
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.parts: list[str] = []
-        self.tail = ""
-
-    def add(self, i: int) -> str:
-        self.ids.append(i)
-        raw = self.tok.decode_bytes([i]) if hasattr(self.tok, "decode_bytes") else self.tok.decode([i]).encode("utf-8")
-        piece = self.decoder.decode(raw)
-        self.parts.append(piece)
-        return piece
-
-    def finish(self) -> str:
-        self.tail = self.decoder.decode(b"", final=True)
-        self.parts.append(self.tail)
-        return "".join(self.parts)
+        stderr.print(f"{sum(r.row['new'] for r in rows)} of {len(rows)} are new (not in the training set)")
 
 
 @app.command()
@@ -407,23 +315,13 @@ def score(
 ):
     """Log-probability of each string under the model (lines mode: as a whole item), and bits per character."""
     ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
-    if strings and file:
-        raise MakemoreError("give strings or --file, not both")
-    if file is not None:
-        lines, numbers = data_lines(file)
-        where = [f"{file}:{k}" for k in numbers]
-    elif strings:
-        lines, where = list(strings), [f"argument {k + 1}" for k in range(len(strings))]
-    else:
-        lines, numbers = data_lines(None)
-        where = [f"standard input:{k}" for k in numbers]
+    texts, where = score_inputs(strings, file)
     rows, failed = [], 0
-    mode = runs.ckpt_mode(ckpt)
-    for text, place in zip(lines, where):
+    for text, place in zip(texts, where):
         try:
-            sc = generate.score(ckpt.model, ckpt.tokenizer, text, mode)
+            sc = generate.score(ckpt.model, ckpt.tokenizer, data.kind_of(ckpt.training.data), text)
         except MakemoreError as e:
-            stderr.print(Text.assemble(("error: ", "bold red"), f"{place}: {e}"), soft_wrap=True)
+            stderr.print(Text.assemble(("error: ", "bold red"), flags(f"{place}: {e}")), soft_wrap=True)
             failed += 1
             continue
         rows.append({"text": sc.text, "logprob": sc.logprob, "bits_per_char": sc.bits_per_char, "chars": sc.chars}
@@ -442,24 +340,26 @@ def score(
         raise typer.Exit(2)
 
 
-def data_lines(path: Path | None) -> tuple[list[str], list[int]]:
-    """The non-blank lines of a file (or of standard input) and their line numbers."""
-    from makemore.data import lines_of
-
-    text = read_stdin() if path is None else decode_text(read_input(path), str(path))
-    return lines_of(text)
+def score_inputs(strings: list[str] | None, file: Path | None) -> tuple[list[str], list[str]]:
+    """The strings to score and where each came from (an argument, a file's line, standard input's line)."""
+    if strings and file:
+        raise MakemoreError("give strings or --file, not both")
+    if strings:
+        return list(strings), [f"argument {k + 1}" for k in range(len(strings))]
+    text = read_stdin() if file is None else decode_text(read_input(file), str(file))
+    lines, numbers = data.lines_of(text)
+    return lines, [f"{file or 'standard input'}:{k}" for k in numbers]
 
 
 @app.command("eval")
 @clean_errors(MakemoreError)
 def eval_(
-    data: Annotated[Optional[Path], typer.Argument(help="Evaluate on this file (default: the checkpoint's test split).", show_default=False)] = None,
+    data_path: Annotated[Optional[Path], typer.Argument(metavar="[DATA]", help="Evaluate on this file (default: the checkpoint's test split).", show_default=False)] = None,
     checkpoint_path: CheckpointOpt = None,
     json: JsonOpt = False,
 ):
     """Loss (nats/token), perplexity and bits per character on the test split, or on FILE."""
-    ckpt = open_checkpoint(checkpoint_path)
-    result = runs.evaluate_file(ckpt, str(data) if data else None)
+    result = runs.evaluate(open_checkpoint(checkpoint_path), data_path)
     if json:
         print_json(result)
         return
@@ -476,30 +376,27 @@ def info(
 ):
     """Model type, parameter count, config, tokenizer and training state of a checkpoint."""
     ckpt = open_checkpoint(path)
-    tok = ckpt.tokenizer.to_dict()
+    t = ckpt.training
     result = {
         "checkpoint": str(ckpt.path), "type": ckpt.model_type, "parameters": models.n_params(ckpt.model),
-        "config": vars(ckpt.model.config),
-        "tokenizer": {"type": tok["type"], "vocab_size": ckpt.tokenizer.vocab_size},
-        "training": ckpt.training,
+        "config": vars(ckpt.model.config), "tokenizer": {"type": ckpt.tokenizer.kind, "vocab_size": ckpt.tokenizer.vocab_size},
+        "training": t.to_json(),
     }
     if json:
         print_json(result)
         return
     table = Table(show_header=False, box=None)
-    table.add_row("checkpoint", result["checkpoint"])
-    table.add_row("type", result["type"])
+    for key in ("checkpoint", "type"):
+        table.add_row(key, result[key])
     table.add_row("parameters", f"{result['parameters']:,}")
     table.add_row("config", ", ".join(f"{k}={v}" for k, v in result["config"].items()))
-    table.add_row("tokenizer", f"{tok['type']}, vocabulary {ckpt.tokenizer.vocab_size}")
-    t = ckpt.training
-    if "data" in t:
-        table.add_row("data", f"{t['data']['name']} (sha256 {t['data']['sha256'][:12]}…)")
-    if "step" in t:
-        table.add_row("training", f"{t['step']} steps; best val loss {number(t.get('best_val_loss'))} at step {t.get('best_step', '-')}"
-                      + (f"; test loss {number(t['test_loss'])}" if "test_loss" in t else ""))
-    if isinstance(t.get("options"), dict):
-        o = t["options"]
+    table.add_row("tokenizer", f"{ckpt.tokenizer.kind}, vocabulary {ckpt.tokenizer.vocab_size}")
+    if t.data:
+        table.add_row("data", f"{t.data['name']} (sha256 {t.data['sha256'][:12]}…)")
+    table.add_row("training", f"{t.step} steps; best val loss {number(t.best_val_loss)} at step {'-' if t.best_step is None else t.best_step}"
+                  + (f"; test loss {number(t.test_loss)}" if t.test_loss is not None else ""))
+    if t.options:
+        o = t.options
         table.add_row("options", f"batch size {o.get('batch_size')}, lr {o.get('lr')}"
                       + (f", ema {o['ema']}" if o.get("ema") else "") + (f", seed {o['seed']}" if "seed" in o else ""))
     out.print(table)
@@ -508,7 +405,7 @@ def info(
 @app.command()
 @clean_errors(MakemoreError)
 def compare(
-    data: DataFile = None,
+    data_path: DataFile = None,
     types: Annotated[str, typer.Option(help="Comma-separated model types (default: all).")] = ",".join(models.MODELS),
     steps: MaxSteps = 3000,
     max_seconds: Annotated[Optional[float], typer.Option(help="Wall-time budget per type (the schedule follows).")] = None,
@@ -526,41 +423,26 @@ def compare(
     json: JsonOpt = False,
 ):
     """Train several model types on one split with one budget and seed; print a leaderboard."""
-    chosen = list(dict.fromkeys(t.strip() for t in types.split(",") if t.strip()))  # each type once
-    if not chosen:
-        raise MakemoreError("--types: name at least one model type")
+    cfg = TrainConfig(max_steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr, eval_interval=eval_interval,
+                      seed=seed, device=resolve_device(device), ema=TrainConfig.ema if ema is None else ema)
+    folder = out_dir or checkpoint.DEFAULT_DIR / f"compare-{'names' if data_path is None else Path(data_path).stem}"
+    chosen = comparison.check(types, folder, data_path, overwrite)
+    dataset = data.prepare(data_path, seed, tokenizer_path, mode, block_size)
     for t in chosen:
-        models.lookup(t)
-    cfg = TrainConfig(max_steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
-                      eval_interval=eval_interval, seed=seed, device=resolve_device(device), ema=TrainConfig.ema if ema is None else ema)
-    folder = out_dir or checkpoint.DEFAULT_DIR / f"compare-{'names' if data is None else Path(data).stem}"
-    for t in chosen:
-        check_run_folder(folder / t, [data])
-        runs.check_unused(folder / t, overwrite)
-    check_output(folder / "leaderboard.md", "leaderboard", kind="text")
-    check_output(folder / "loss_curves.png", "plot", kind="png")
-    prep = runs.prepare(data, seed, tokenizer_path, mode, block_size)
-    for t in chosen:
-        runs.model_config(t, prep, None, cfg.batch_size)  # each fits in memory, before any trains
-    stderr.print(prep.describe())
+        runs.model_config(t, dataset, None, cfg.batch_size)  # each fits in memory, before any trains
+    stderr.print(dataset.describe())
     progress, track = training_progress(stderr, quiet_evals=True)
     try:
         with progress:
-            rows = comparison.compare(prep, chosen, cfg, folder, on_start=track, overwrite=overwrite)
+            rows = comparison.compare(dataset, chosen, cfg, folder, on_start=track, overwrite=overwrite)
     except Diverged as e:
         raise diverged(e, stderr) from None
     table_path, png_path = comparison.write_report(rows, folder)
     if json:
         print_json([r.summary() for r in sorted(rows, key=lambda r: r.test_loss)])
     else:
-        table = Table(title=f"{prep.name} ({prep.mode} mode): {steps} steps" + (f" or {max_seconds:g} s" if max_seconds else "")
-                      + " per type; loss in nats/token")
-        for col in ("type", "params", "train", "val", "test", "bits/char", "steps/s", "seconds"):
-            table.add_column(col, justify="left" if col == "type" else "right")
-        for r in sorted(rows, key=lambda r: r.test_loss):
-            table.add_row(r.type, f"{r.parameters:,}", f"{r.train_loss:.4f}", f"{r.val_loss:.4f}", f"{r.test_loss:.4f}",
-                          f"{r.test_bits_per_char:.4f}", f"{r.steps_per_second:.1f}", f"{r.seconds:.1f}")
-        out.print(table)
+        out.print(comparison.table(rows, f"{dataset.name} ({dataset.kind} mode): {steps} steps"
+                                   + (f" or {max_seconds:g} s" if max_seconds else "") + " per type; loss in nats/token"))
     stderr.print(f"wrote {table_path}" + (f" and {png_path}" if png_path else ""))
     if png_path is None:
         stderr.print("no loss-curve plot: matplotlib is not installed (pip install 'makemore[plot]')")
@@ -577,22 +459,13 @@ def plot(
     from makemore import plot as plotting
 
     check_output(output, "plot", inputs=runs_, kind="png")
-    series, rows = {}, []
-    for run in runs_:
-        metrics, path, skipped = plotting.read_metrics(run)
-        if skipped:
-            stderr.print(f"warning: {path}: skipped line{'s' if len(skipped) > 1 else ''} "
-                         f"{', '.join(map(str, skipped[:10]))}{' …' if len(skipped) > 10 else ''} (not a metrics row)")
-        evals = [r for r in metrics if "val_loss" in r]
-        best = min((r for r in evals if r["val_loss"] is not None), key=lambda r: r["val_loss"])
-        speeds = [r["tokens_per_s"] for r in metrics if r.get("tokens_per_s")]
-        rows.append({"run": str(run), "steps": max(r["step"] for r in metrics), "best_val_loss": best["val_loss"],
-                     "best_step": best["step"], "last_val_loss": evals[-1]["val_loss"],
-                     "tokens_per_s": sorted(speeds)[len(speeds) // 2] if speeds else None, "wall_s": max(r.get("wall") or 0 for r in metrics)})
-        series[str(run)] = ([r["step"] for r in evals], [r.get("eval_train_loss") for r in evals], [r["val_loss"] for r in evals])
-    if plotting.matplotlib_pyplot() is None:
-        raise MakemoreError(f"plot needs matplotlib, the optional plot extra: {plotting.EXTRA}")
-    plotting.curves(series, output, "val loss (solid), train loss (dotted)")
+    summaries = [plotting.summarize(run) for run in runs_]
+    for s in summaries:
+        if s.skipped:
+            stderr.print(f"warning: {s.path}: skipped line{'s' if len(s.skipped) > 1 else ''} "
+                         f"{', '.join(map(str, s.skipped[:10]))}{' …' if len(s.skipped) > 10 else ''} (not a metrics row)")
+    plotting.curves({s.row["run"]: s.series for s in summaries}, output, "val loss (solid), train loss (dotted)")
+    rows = [s.row for s in summaries]
     if json:
         print_json({"output": str(output), "runs": rows})
         return

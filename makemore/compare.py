@@ -1,6 +1,6 @@
 """Compare: train several model types on one split with one budget and seed, and rank them.
 
-Every type goes through the same `runs.fit` as `makemore train`, so the leaderboard measures
+Every type is a `run.Run` on the one prepared data set, as `makemore train` is, so the leaderboard measures
 exactly what users get. Speed is the median time of one optimisation step, read from the
 trainer's step events (robust to evaluation pauses and to a noisy machine).
 The report is a markdown table and, when matplotlib is installed, a PNG of the loss curves.
@@ -14,11 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from makemore import checkpoint, models, runs
-from makemore.runlock import RunLock
+from rich.table import Table
+
+from makemore import data, models
+from makemore.errors import MakemoreError
 from makemore.plot import curves
+from makemore.run import Run, check_run_folder
 from makemore.train import Eval, Step, TrainConfig
-from tokenizer.files import write_atomic
+from safeio.files import check_output, write_atomic
 
 
 @dataclass
@@ -68,25 +71,37 @@ class StepTimer:
         return 1000 * statistics.median(self.times) if self.times else 0.0
 
 
+def check(types: str, out_root: Path, data_path, overwrite: bool) -> list[str]:
+    """The types named (each once, in order), checked with their run folders before any data is read."""
+    chosen = list(dict.fromkeys(t.strip() for t in types.split(",") if t.strip()))
+    if not chosen:
+        raise MakemoreError("`types`: name at least one model type")
+    for name in chosen:
+        models.lookup(name)
+        check_run_folder(out_root / name, [data_path], overwrite)
+    check_output(out_root / "leaderboard.md", "leaderboard", kind="text")
+    check_output(out_root / "loss_curves.png", "plot", kind="png")
+    return chosen
+
+
 def compare(
-    prep: runs.Prepared,
+    dataset: data.Dataset,
     types: list[str],
     cfg: TrainConfig,
     out_root: Path,
     on_start: Callable[[str], Callable | None] | None = None,
     overwrite: bool = False,
 ) -> list[Row]:
-    """Train each of `types` on `prep` with `cfg` (each at its own default lr unless `cfg.lr` is set)
-    into `out_root/<type>`, each folder locked while it trains; `overwrite` replaces earlier models there.
+    """Train each of `types` on `dataset` with `cfg` (each at its own default lr unless `cfg.lr` is set)
+    into `out_root/<type>`; `overwrite` replaces earlier models there.
 
     `on_start(type)` may return an event callback for that type's training (a progress bar).
     """
     rows = []
     for name in types:
         timer = StepTimer(on_start(name) if on_start else None)
-        with RunLock(out_root / name):
-            runs.start_fresh(out_root / name, overwrite)
-            fitted = runs.fit(name, prep, cfg, out_root / name / checkpoint.FILENAME, on_event=timer)
+        with Run.new(out_root / name, dataset, name, cfg, overwrite=overwrite) as run:
+            fitted = run.fit(on_event=timer)
         final = fitted.result.history[-1]
         best = next(e for e in fitted.result.history if e.step == fitted.result.best_step)
         rows.append(Row(
@@ -95,6 +110,17 @@ def compare(
             seconds=fitted.result.elapsed, curve=timer.curve,
         ))
     return rows
+
+
+def table(rows: list[Row], title: str) -> Table:
+    """The leaderboard for the terminal, best test loss first."""
+    t = Table(title=title)
+    for col in ("type", "params", "train", "val", "test", "bits/char", "steps/s", "seconds"):
+        t.add_column(col, justify="left" if col == "type" else "right")
+    for r in sorted(rows, key=lambda r: r.test_loss):
+        t.add_row(r.type, f"{r.parameters:,}", f"{r.train_loss:.4f}", f"{r.val_loss:.4f}", f"{r.test_loss:.4f}",
+                  f"{r.test_bits_per_char:.4f}", f"{r.steps_per_second:.1f}", f"{r.seconds:.1f}")
+    return t
 
 
 def markdown(rows: list[Row]) -> str:
@@ -114,7 +140,7 @@ def plot(rows: list[Row], path: Path) -> bool:
     """A PNG of the val (solid) and train (dotted) loss curves; False when matplotlib is missing."""
     series = {f"{r.type} (test {r.test_loss:.3f})": ([c[0] for c in r.curve], [c[1] for c in r.curve], [c[2] for c in r.curve])
               for r in rows}
-    return curves(series, path, "val loss (solid), train loss (dotted)")
+    return curves(series, path, "val loss (solid), train loss (dotted)", required=False)
 
 
 def write_report(rows: list[Row], folder: Path) -> tuple[Path, Path | None]:

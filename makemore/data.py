@@ -1,14 +1,18 @@
-"""Data: a UTF-8 file read once, then served to the trainer through one small interface.
+"""Data: a UTF-8 file read once, split and encoded by its kind, then served to the trainer.
 
-Two kinds of data set, one interface (`batch` for a random training batch, `eval_batches` for the
-deterministic evaluation batches of a split, `n_chars` for bits per character):
-- `Items` (lines mode): one item per line. Each item becomes `<boundary> tokens <boundary>`, padded
-  to `block_size + 1` with -1 targets that the loss ignores, so a batch is `x[idx], y[idx]` cut to
-  its longest item; or, for models that can take it (`LanguageModel.packs`), the same items packed
-  end to end into rows, with each id's position in its item. The block size is the longest item + 1.
-- `Stream` (text mode): the whole file is one token stream. A training batch is random windows of
-  `block_size + 1` tokens; evaluation covers the split with non-overlapping windows, in order.
-Text is normalised to NFC (recorded in the checkpoint) wherever it enters: data, prompts, eval files.
+Kinds are classes behind one interface, with a registry (`KINDS`) as the model types have; code
+outside this module never asks which kind it has. A kind (`Dataset` subclass) owns how its data
+is split and encoded, its block-size rule, its record in the checkpoint, its test split rebuilt
+from that record, the encoding of an evaluation file, how a string is scored, how a model of it
+generates (`generate`), and whether samples can be told new from seen.
+- `Lines` (one item per line): each item becomes `<boundary> tokens <boundary>`, padded to
+  `block_size + 1` with -1 targets that the loss ignores (`Items`); the block size is the
+  longest item + 1. Models that take packed rows (`LanguageModel.packs`) get the items end to end.
+- `Text` (running text): the whole file is one token stream (`Stream`); a training batch is
+  random windows of `block_size + 1` tokens; evaluation covers a split with non-overlapping windows.
+A split serves batches through `batch` (a random training batch) and `eval_batches` (the
+deterministic evaluation batches), and counts `n_chars` for bits per character.
+Text is normalised to NFC with LF line ends wherever it enters: data, prompts, eval files.
 Neither kind handles files larger than memory: the file is read and encoded at once.
 """
 
@@ -27,14 +31,18 @@ from pathlib import Path
 
 import torch
 
+import tokenizer as tokenizers
+from makemore import memory
 from makemore.errors import MakemoreError
-from tokenizer import TokenizerError
-from tokenizer.files import decode_text, read_input, shown
+from tokenizer import EOT, CharTokenizer, Tokenizer, TokenizerError
+from safeio import raises
+from safeio.files import decode_text, read_input, shown
 
 BUILTIN = "builtin:names"  # the data set used when no file is given
-MODES = ("lines", "text", "auto")
 MIN_ITEMS = 10  # lines mode: fewer items leave nothing to validate on
 MAX_ITEM_TOKENS = 2048  # lines mode: a longer line is surely not an item (use text mode)
+TEXT_BLOCK_SIZE = 128  # text mode's default context, in tokens
+MAX_BLOCK_SIZE = 1 << 16  # a longer context is surely a typo
 TEXT_SPLIT = (0.90, 0.05, 0.05)  # text mode: train, val, test shares of the characters, in that order
 IGNORE = -1  # target id the loss skips (padding after an item's end)
 
@@ -56,20 +64,13 @@ class Source:
     path: str = BUILTIN
 
 
+@raises(MakemoreError)
 def read_source(path: str | Path | None) -> Source:
     """The text of a data file (or the built-in names); binary, UTF-16 and non-UTF-8 files are errors."""
-    if path is None or str(path) == BUILTIN:
-        raw, name = resources.files("makemore").joinpath("data/names.txt").read_bytes(), BUILTIN
-    else:
-        name = str(path)
-        try:
-            raw = read_input(path, "data file")
-        except TokenizerError as e:
-            raise MakemoreError(str(e).replace("no such data file", "no such file")) from None
-    try:
-        text = decode_text(raw, name, "UTF-8 text")
-    except TokenizerError as e:
-        raise MakemoreError(str(e)) from None
+    builtin = path is None or str(path) == BUILTIN
+    name = BUILTIN if builtin else str(path)
+    raw = resources.files("makemore").joinpath("data/names.txt").read_bytes() if builtin else read_input(path, "file")
+    text = decode_text(raw, name, "UTF-8 text")
     if not text.strip():
         raise MakemoreError(f"{name}: empty file (no non-blank lines)")
     where = name if name == BUILTIN else str(Path(path).resolve())
@@ -162,8 +163,6 @@ class Items:
     n_chars: int  # characters in the items plus one end per item: the denominator of bits per character
     _lengths: torch.Tensor | None = None
     _cells: torch.Tensor | None = field(default=None, repr=False)
-    default_batch_size: ClassVar[int] = 32  # items per step
-    mode: ClassVar[str] = "lines"
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -248,8 +247,6 @@ class Stream:
     block_size: int
     n_chars: int  # characters of the predicted tokens (all but the first): the denominator of bits per character
     _windows: torch.Tensor | None = field(default=None, repr=False)
-    default_batch_size: ClassVar[int] = 8  # windows per step: many small steps learn fastest in minutes (README)
-    mode: ClassVar[str] = "text"
 
     def __len__(self) -> int:
         """Non-overlapping evaluation windows."""
@@ -299,7 +296,7 @@ def encode_items(items: list[str], tok, block_size: int | None = None, ids: list
 
 def encode_text(tok, text: str) -> list[int]:
     """The ids of running text or of an item; special-token strings in it are plain text."""
-    return getattr(tok, "encode_ordinary", tok.encode)(text)
+    return tok.encode_ordinary(text)
 
 
 def encode_lines(tok, items: list[str], numbers: list[int], name: str) -> list[list[int]]:
@@ -315,7 +312,7 @@ def encode_lines(tok, items: list[str], numbers: list[int], name: str) -> list[l
 
 def check_text(tok, text: str, name: str) -> None:
     """Running text the tokenizer can encode; else an error naming the line of the first unknown character."""
-    unknown = tok.first_unknown(text) if hasattr(tok, "first_unknown") else None
+    unknown = tok.first_unknown(text)
     if unknown is not None:
         line = text.count("\n", 0, unknown) + 1
         raise MakemoreError(f"{name}: line {line}: character {shown(text[unknown])} is not in the tokenizer's vocabulary")
@@ -329,3 +326,238 @@ def predicted_chars(text: str, ids: list[int], tok) -> int:
 def encode_stream(text: str, tok, block_size: int) -> Stream:
     ids = encode_text(tok, text)
     return Stream(tokens=torch.tensor(ids, dtype=torch.long), block_size=block_size, n_chars=predicted_chars(text, ids, tok))
+
+
+# The kinds. ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """A data set read, split and encoded by its kind, ready for any model type."""
+
+    name: str  # the file as given, or builtin:names
+    path: str  # the same file as an absolute path (or builtin:names): what a run stores
+    sha256: str
+    seed: int
+    reason: str  # why this kind, in words
+    splits: dict  # train / val / test: Items or Stream
+    sizes: dict[str, int]  # items or characters per split
+    tokenizer: Tokenizer
+    block_size: int
+    kind: ClassVar[str]  # its name in the registry and in checkpoints
+    unit: ClassVar[str]  # what `sizes` counts
+    record_unit: ClassVar[str]  # its key in the checkpoint's data record
+    default_batch_size: ClassVar[int]  # rows per step when `batch_size` is not given
+    novelty: ClassVar[bool] = False  # samples can be told new or seen (the training items are a set)
+    output: ClassVar[str]  # what its models generate: "items" (boundary to boundary) or "stream" (`sample.GENERATORS`)
+    sample_options: ClassVar[tuple[str, ...]] = ()  # sampling arguments that mean something for this kind only
+
+    def record(self) -> dict:
+        """What a checkpoint stores about its data, enough to find the file again and re-split it."""
+        return {"name": self.name, "path": self.path, "sha256": self.sha256, "split_seed": self.seed, "mode": self.kind,
+                self.record_unit: self.sizes, "normalization": "NFC"}
+
+    def describe(self) -> str:
+        s = self.sizes
+        return (f"{self.name}: {self.kind} mode ({self.reason}); {s['train']:,} train, {s['val']:,} val, {s['test']:,} test "
+                f"{self.unit}; vocabulary {self.tokenizer.vocab_size}, block size {self.block_size}")
+
+    @classmethod
+    def check_tokenizer(cls, tok: Tokenizer, label: str) -> None:
+        """Refuse a tokenizer this kind cannot use."""
+
+    @classmethod
+    def sizes_of(cls, split) -> dict:
+        """How much an evaluated split holds, for reports: {"items": n} or {"characters": n}."""
+        raise NotImplementedError
+
+
+class Lines(Dataset):
+    kind, unit, record_unit = "lines", "items", "items"
+    default_batch_size = 32
+    novelty = True
+    output = "items"
+    sample_options = ("min_len", "max_len", "novel_only")
+
+    @classmethod
+    def build(cls, src: Source, seed: int, tok: Tokenizer | None, reason: str, block_size: int | None) -> Lines:
+        items, numbers = lines_of(src.text)
+        if len(items) < MIN_ITEMS:
+            raise MakemoreError(f"{src.name}: only {len(items)} items; need at least {MIN_ITEMS} lines to train on")
+        tok = tok or CharTokenizer.from_items(items)
+        ids = encode_lines(tok, items, numbers, src.name)
+        longest = max(range(len(ids)), key=lambda i: len(ids[i]))
+        limit = block_size - 1 if block_size else MAX_ITEM_TOKENS
+        if len(ids[longest]) > limit:
+            because = f"longer than `block_size` {block_size} allows" if block_size else "too long to be one item"
+            raise MakemoreError(f"{src.name}: line {numbers[longest]} is {len(ids[longest]):,} tokens, {because} "
+                                f"(at most {limit}); use `mode` text for running text")
+        block_size = block_size or len(ids[longest]) + 1  # the longest item + 1
+        memory.require(3 * 8 * len(items) * (block_size + 1), f"{src.name} in lines mode",
+                       "is it really one item per line? (`mode` text)")
+        encoded = dict(zip(items, ids))
+        parts = split_items(items, seed)
+        splits = {k: encode_items(v, tok, block_size, [encoded[s] for s in v]) for k, v in parts.items()}
+        return cls(src.name, src.path, src.sha256, seed, reason, splits, {k: len(v) for k, v in parts.items()}, tok, block_size)
+
+    @classmethod
+    def check_tokenizer(cls, tok: Tokenizer, label: str) -> None:
+        if not tok.has_boundary:
+            raise MakemoreError(f"{label}: the tokenizer has no {EOT} special token, which lines mode needs "
+                                f"as the item boundary; train it with `special` '{EOT}' (or use `mode` text)")
+
+    @classmethod
+    def test_split(cls, src: Source, record: dict, tok: Tokenizer, block_size: int) -> Items:
+        return cls.encode(src, tok, block_size, split_items(lines_of(src.text)[0], record["split_seed"])["test"])
+
+    @classmethod
+    def encode_file(cls, src: Source, tok: Tokenizer, block_size: int) -> Items:
+        items, numbers = lines_of(src.text)
+        return cls.encode(src, tok, block_size, items, numbers)
+
+    @classmethod
+    def encode(cls, src: Source, tok: Tokenizer, block_size: int, items: list[str], numbers: list[int] | None = None) -> Items:
+        """`items` encoded for a model with `block_size` positions; an item too long is named with its line."""
+        numbers = numbers or list(range(1, len(items) + 1))
+        ids = encode_lines(tok, items, numbers, src.name)
+        too_long = [k for k, item in enumerate(ids) if len(item) + 1 > block_size]
+        if too_long:
+            raise MakemoreError(f"{src.name}: line {numbers[too_long[0]]}: item {shown(items[too_long[0]])} is longer than "
+                                f"the model's context ({block_size - 1} tokens)")
+        return encode_items(items, tok, block_size, ids)
+
+    @classmethod
+    def training_items(cls, src: Source, record: dict) -> set[str]:
+        return set(split_items(lines_of(src.text)[0], record["split_seed"])["train"])
+
+    @classmethod
+    def scored(cls, tok: Tokenizer, text: str, block_size: int) -> tuple[list[int], int, bool]:
+        """A string as the model sees it when scored: a whole item, boundary to boundary; its characters
+        (the end counts as one); and whether the last id is the boundary."""
+        ids = encode_text(tok, text)
+        seq = [tok.eot_id, *ids, tok.eot_id]
+        if len(seq) - 1 > block_size:
+            raise MakemoreError(f"string {shown(text)} is longer than the model's items ({block_size - 1} tokens)")
+        return seq, len(text) + 1, True
+
+    @classmethod
+    def sizes_of(cls, split: Items) -> dict:
+        return {"items": len(split)}
+
+
+
+class Text(Dataset):
+    kind, unit, record_unit = "text", "characters", "chars"
+    default_batch_size = 8  # windows per step: many small steps learn fastest in minutes (docs/performance.md)
+    output = "stream"
+    sample_options = ("max_new_tokens", "stream")
+
+    @classmethod
+    def build(cls, src: Source, seed: int, tok: Tokenizer | None, reason: str, block_size: int | None) -> Text:
+        block_size = block_size or TEXT_BLOCK_SIZE
+        tok = tok or CharTokenizer.from_items([src.text])
+        check_text(tok, src.text, src.name)
+        parts = split_text(src.text)
+        splits = {k: encode_stream(v, tok, block_size) for k, v in parts.items()}
+        n_train = len(splits["train"].tokens)
+        if n_train <= block_size + 1:
+            raise MakemoreError(f"{src.name}: {n_train} tokens of training text, not more than the block size ({block_size}); "
+                                f"use a smaller `block_size` or a longer file")
+        if min(len(splits["val"].tokens), len(splits["test"].tokens)) < 2:
+            raise MakemoreError(f"{src.name}: too short for text mode (val and test are 5% each); use a longer file")
+        return cls(src.name, src.path, src.sha256, seed, reason, splits, {k: len(v) for k, v in parts.items()}, tok, block_size)
+
+    @classmethod
+    def test_split(cls, src: Source, record: dict, tok: Tokenizer, block_size: int) -> Stream:
+        return cls.encode(src, tok, block_size, split_text(src.text)["test"])
+
+    @classmethod
+    def encode_file(cls, src: Source, tok: Tokenizer, block_size: int) -> Stream:
+        split = cls.encode(src, tok, block_size, src.text)
+        if len(split.tokens) < 2:
+            raise MakemoreError(f"{src.name}: a single token: nothing to predict")
+        return split
+
+    @classmethod
+    def encode(cls, src: Source, tok: Tokenizer, block_size: int, text: str) -> Stream:
+        check_text(tok, text, src.name)
+        return encode_stream(text, tok, block_size)
+
+    @classmethod
+    def training_items(cls, src: Source, record: dict) -> None:
+        return None
+
+    @classmethod
+    def scored(cls, tok: Tokenizer, text: str, block_size: int) -> tuple[list[int], int, bool]:
+        """Running text: every token after the first, given the ones before it (what `eval` measures)."""
+        ids = encode_text(tok, text)
+        if len(ids) < 2:
+            raise MakemoreError(f"string {shown(text)}: one token, nothing to predict in text mode")
+        return ids, predicted_chars(text, ids, tok), False
+
+    @classmethod
+    def sizes_of(cls, split: Stream) -> dict:
+        return {"characters": split.n_chars}
+
+
+
+KINDS: dict[str, type[Dataset]] = {"lines": Lines, "text": Text}
+FIRST_KIND = "lines"  # what a checkpoint's data record without a mode was trained on
+MODES = (*KINDS, "auto")
+
+
+def lookup(name: str) -> type[Dataset]:
+    if name not in KINDS:
+        raise MakemoreError(f"`mode` {shown(name)}: choose one of {', '.join(MODES)}")
+    return KINDS[name]
+
+
+def choose(mode: str, text: str) -> tuple[type[Dataset], str]:
+    """The kind asked for (or, with auto, the one the text looks like) and why, in words."""
+    if mode == "auto":
+        name, reason = detect_mode(text)
+        return KINDS[name], reason
+    return lookup(mode), f"`mode` {mode}"
+
+
+def prepare(path: str | Path | None, seed: int = 1337, tokenizer_path: str | Path | None = None, mode: str = "auto",
+            block_size: int | None = None, tok: Tokenizer | None = None) -> Dataset:
+    """Read `path` (None: the built-in names), pick its kind, split it by `seed`, encode every split
+    once, with `tok` or the tokenizer at `tokenizer_path` (default: the file's characters)."""
+    if block_size is not None and not 1 <= block_size <= MAX_BLOCK_SIZE:
+        raise MakemoreError(f"`block_size` {block_size}: must be from 1 to {MAX_BLOCK_SIZE:,}")
+    if mode != "auto":
+        lookup(mode)
+    tok = tokenizers.load(tokenizer_path) if tokenizer_path else tok
+    src = read_source(path)
+    kind, reason = choose(mode, src.text)
+    if tok is not None:
+        kind.check_tokenizer(tok, str(tokenizer_path or "the model's tokenizer"))
+    try:
+        return kind.build(src, seed, tok, reason, block_size)
+    except TokenizerError as e:
+        raise MakemoreError(f"{src.name}: {e}") from None
+
+
+def refuse_options(kind: type[Dataset], given: dict[str, bool], model: str) -> None:
+    """An error for the first sampling argument `given` that belongs to another kind than `kind`."""
+    for other in KINDS.values():
+        for name in other.sample_options:
+            if other is not kind and given.get(name):
+                label = "`stream`/`no_stream`" if name == "stream" else f"`{name}`"  # a flag pair on the command line
+                raise MakemoreError(f"{label}: a {other.kind}-mode option; {model} is a {kind.kind}-mode model")
+
+
+def kind_of(record: dict | None) -> type[Dataset]:
+    """The kind a checkpoint's data record names (lines for a record from before there were kinds)."""
+    return KINDS[(record or {}).get("mode", FIRST_KIND)]
+
+
+def source_of(record: dict | None, where: str) -> Source:
+    """The unchanged data file a checkpoint's record names; an error if gone or changed."""
+    if not record:
+        raise MakemoreError(f"{where}: the checkpoint has no record of its data; pass a FILE to evaluate on")
+    src = read_source(record.get("path", record["name"]))
+    if src.sha256 != record["sha256"]:
+        raise MakemoreError(f"{src.name}: the file has changed since the model was trained on it; pass a FILE to evaluate on")
+    return src

@@ -15,9 +15,10 @@ Per parameter group, one update (Loshchilov & Hutter 2019, algorithm 2):
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  t += 1
     p = p (1 - lr wd) - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 
-`fused_step` runs torch's fused kernel (CPU and CUDA); elsewhere (MPS) `plain_step` writes the
-update out. Code that re-points a parameter (`model.to(device)`, `p.grad = None`) is caught at
-the next `zero_grad`, which lays the buffers out again. `state_dict` has torch.optim's layout
+`fused_step` runs torch's fused kernel (CPU and CUDA); elsewhere (MPS), and with a torch that lacks
+the private `torch._fused_adamw_`, `plain_step` writes the update out. Code that re-points a
+parameter (`model.to(device)`, `p.grad = None`) is caught at the next `zero_grad`, which lays the
+buffers out again. `state_dict` has torch.optim's layout
 (moments and step per parameter index, the groups' hyperparameters), which checkpoints store.
 With `average` (a decay such as 0.999), the optimizer also keeps an exponential moving average
 of the weights (Polyak & Juditsky 1992), one `lerp_` over the flat buffer per step:
@@ -55,7 +56,7 @@ class AdamW:
         self.params = [p for g in self.param_groups for p in g["params"]]  # torch.optim's index order
         if len({(p.device, p.dtype) for p in self.params}) > 1:
             raise ValueError("AdamW needs all parameters on one device and of one dtype")
-        self.fused = fused
+        self.fused = fused and hasattr(torch, "_fused_adamw_")  # a private API: without it, the written-out update
         self.spans = []  # (start, end) of each group in the flat buffers
         start = 0
         for g in self.param_groups:

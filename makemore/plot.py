@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from makemore.errors import MakemoreError
-from tokenizer.files import write_atomic
+from safeio.files import write_atomic
 
 EXTRA = "pip install 'makemore[plot]'"
 
@@ -52,6 +53,28 @@ def usable(row: dict) -> bool:
     return all(row.get(k) is None or (isinstance(row[k], (int, float)) and not isinstance(row[k], bool)) for k in NUMBERS)
 
 
+@dataclass
+class Summary:
+    """One run's metrics for `makemore plot`: its table row, its curves and the lines skipped."""
+
+    row: dict
+    series: tuple[list[int], list[float | None], list[float | None]]  # steps, train losses, val losses
+    path: Path
+    skipped: list[int]
+
+
+def summarize(run: Path) -> Summary:
+    metrics, path, skipped = read_metrics(run)
+    evals = [r for r in metrics if "val_loss" in r]
+    best = min((r for r in evals if r["val_loss"] is not None), key=lambda r: r["val_loss"])
+    speeds = sorted(r["tokens_per_s"] for r in metrics if r.get("tokens_per_s"))
+    row = {"run": str(run), "steps": max(r["step"] for r in metrics), "best_val_loss": best["val_loss"], "best_step": best["step"],
+           "last_val_loss": evals[-1]["val_loss"], "tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
+           "wall_s": max(r.get("wall") or 0 for r in metrics)}
+    series = ([r["step"] for r in evals], [r.get("eval_train_loss") for r in evals], [r["val_loss"] for r in evals])
+    return Summary(row, series, path, skipped)
+
+
 def matplotlib_pyplot():
     try:
         import matplotlib
@@ -63,10 +86,14 @@ def matplotlib_pyplot():
     return plt
 
 
-def curves(series: dict[str, tuple[list[int], list[float | None], list[float | None]]], path: Path, title: str) -> bool:
-    """A PNG of each run's (steps, train losses, val losses); False when matplotlib is missing."""
+def curves(series: dict[str, tuple[list[int], list[float | None], list[float | None]]], path: Path, title: str,
+           required: bool = True) -> bool:
+    """A PNG of each run's (steps, train losses, val losses). Without matplotlib: an error naming the
+    extra, or (not `required`) False."""
     plt = matplotlib_pyplot()
     if plt is None:
+        if required:
+            raise MakemoreError(f"plot needs matplotlib, the optional plot extra: {EXTRA}")
         return False
     fig, ax = plt.subplots(figsize=(8, 5))
     longest = [max(steps) for steps, _, _ in series.values() if steps]

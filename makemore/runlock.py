@@ -41,7 +41,7 @@ class RunLock:
                 holder = _read(fd)
                 os.close(fd)
                 raise MakemoreError(f"{self.path.parent}: another training ({holder}) is writing this run folder; "
-                                    f"wait for it to finish or train into another --out") from None
+                                    f"wait for it to finish or train into another `out`") from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:

@@ -5,14 +5,16 @@
   `step` (KV cache, carried hidden state, sliding window) or, with `cache=False`, by rerunning the
   whole visible context: the reference the tests compare the cached path against. Both see the
   same context (`LanguageModel.context_length`).
-- Lines mode: `sample_items` draws whole items (boundary to boundary), many at a time, with an
-  optional prefix, length bounds in characters, and log-probabilities.
-- Text mode: `stream_text` yields ids one at a time after a prompt, for as long as asked.
-- `score`: the log-probability of given strings, per token and in total.
+- `generate(kind, ...)`: what a model of a data kind generates, by the kind's declared `output`
+  (`GENERATORS`): whole items (boundary to boundary, with a prefix, length bounds in characters,
+  log-probabilities, optionally only items not seen in training), or streams of text after a
+  prompt, yielded piece by piece as whole characters.
+- `score`: the log-probability of a string, as the data kind encodes it for scoring.
 """
 
 from __future__ import annotations
 
+import codecs
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,12 +23,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from makemore.data import encode_text, normalize, predicted_chars
+from makemore.data import Dataset, encode_text, normalize
 from makemore.errors import MakemoreError
 from makemore.models.base import onednn
 from makemore.train import check_seed
 from tokenizer import TokenizerError
-from tokenizer.files import shown
+from safeio.files import shown
 
 MAX_SAMPLES = 100_000  # per call: more is surely a typo
 MAX_NEW_TOKENS = 10_000_000
@@ -44,13 +46,13 @@ class Sampling:
 
     def __post_init__(self):
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise MakemoreError(f"--temperature {self.temperature}: must be 0 (greedy) or more")
+            raise MakemoreError(f"`temperature` {self.temperature}: must be 0 (greedy) or more")
         if self.top_k is not None and self.top_k < 1:
-            raise MakemoreError(f"--top-k {self.top_k}: must be at least 1")
+            raise MakemoreError(f"`top_k` {self.top_k}: must be at least 1")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise MakemoreError(f"--top-p {self.top_p}: must be above 0 and at most 1")
+            raise MakemoreError(f"`top_p` {self.top_p}: must be above 0 and at most 1")
         if self.min_p is not None and not 0 <= self.min_p <= 1:
-            raise MakemoreError(f"--min-p {self.min_p}: must be from 0 to 1")
+            raise MakemoreError(f"`min_p` {self.min_p}: must be from 0 to 1")
 
 
 MIN_TEMPERATURE = 1e-4  # below it sampling is greedy: dividing the logits by less can overflow to inf - inf = NaN
@@ -138,15 +140,15 @@ def sample_items(model: nn.Module, tok, n: int, s: Sampling, seed: int | None = 
     """`n` items, each beginning with `prefix`, of `min_len` to `max_len` characters (prefix included)."""
     check_count(n)
     block = model.config.block_size
-    start = [tok.eot_id, *encode_prompt(tok, prefix, "--prefix")]
+    start = [tok.eot_id, *encode_prompt(tok, prefix, "`prefix`")]
     if len(start) > block:
-        raise MakemoreError(f"--prefix is {len(start) - 1} tokens; the model's items are at most {block - 1}")
+        raise MakemoreError(f"`prefix` is {len(start) - 1} tokens; the model's items are at most {block - 1}")
     if max_len is not None and max_len < max(min_len, 1):
-        raise MakemoreError(f"--max-len {max_len}: must be at least 1 and at least --min-len ({min_len})")
+        raise MakemoreError(f"`max_len` {max_len}: must be at least 1 and at least `min_len` ({min_len})")
     if min_len < 0:
-        raise MakemoreError(f"--min-len {min_len}: must be 0 or more")
+        raise MakemoreError(f"`min_len` {min_len}: must be 0 or more")
     if max_len is not None and len(normalize(prefix)) > max_len:
-        raise MakemoreError(f"--prefix is {len(normalize(prefix))} characters, more than --max-len {max_len}")
+        raise MakemoreError(f"`prefix` is {len(normalize(prefix))} characters, more than `max_len` {max_len}")
     device = next(model.parameters()).device
     lengths = torch.tensor([len(tok.decode([i])) if i != tok.eot_id else 0 for i in range(tok.vocab_size)], device=device)
     gen = make_generator(seed, device)
@@ -212,7 +214,7 @@ def stream_text(model: nn.Module, tok, prompt: list[int], max_new_tokens: int, s
     """Yield `max_new_tokens` ids, one at a time, after `prompt`; past the block size the context
     moves on (`LanguageModel.context_length`)."""
     if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
-        raise MakemoreError(f"--max-new-tokens {max_new_tokens}: must be from 1 to {MAX_NEW_TOKENS:,}")
+        raise MakemoreError(f"`max_new_tokens` {max_new_tokens}: must be from 1 to {MAX_NEW_TOKENS:,}")
     device = next(model.parameters()).device
     gen = make_generator(seed, device)
     model.eval()
@@ -237,17 +239,14 @@ class Score:
 
 
 @torch.no_grad()
-def score(model: nn.Module, tok, text: str, mode: str) -> Score:
-    """Log-probability of `text`: in lines mode as one whole item, boundary to boundary; in text mode
-    every token after the first, given the ones before it (what `eval` measures on that text)."""
+def score(model: nn.Module, tok, kind: type[Dataset], text: str) -> Score:
+    """Log-probability of `text` as `kind` scores it (`Dataset.scored`): a whole item in lines mode;
+    in text mode every token after the first, given the ones before it (what `eval` measures)."""
     text = normalize(text)
-    ids = encode_prompt(tok, text, "string")
-    boundary = tok.eot_id if mode == "lines" else None
-    seq = [boundary, *ids, boundary] if mode == "lines" else ids
-    if mode == "lines" and len(seq) - 1 > model.config.block_size:
-        raise MakemoreError(f"string {shown(text)} is longer than the model's items ({model.config.block_size - 1} tokens)")
-    if len(seq) < 2:
-        raise MakemoreError(f"string {shown(text)}: one token, nothing to predict in text mode")
+    try:
+        seq, chars, boundary_last = kind.scored(tok, text, model.config.block_size)
+    except TokenizerError as e:
+        raise MakemoreError(f"string {shown(text)}: {e}") from None
     device = next(model.parameters()).device
     model.eval()
     decoder = Decoder(model, cache=True)
@@ -255,8 +254,7 @@ def score(model: nn.Module, tok, text: str, mode: str) -> Score:
     pieces = []
     for t in range(1, len(seq)):
         lp = float(F.log_softmax(decoder.next_logits(x[:, :t]), dim=-1)[0, seq[t]])
-        pieces.append(("" if t == len(seq) - 1 and boundary is not None else tok.decode([seq[t]]), lp))
-    chars = len(text) + 1 if mode == "lines" else predicted_chars(text, ids, tok)
+        pieces.append(("" if t == len(seq) - 1 and boundary_last else tok.decode([seq[t]]), lp))
     return Score(text, sum(lp for _, lp in pieces), pieces, chars)
 
 
@@ -279,6 +277,97 @@ def novel_items(model: nn.Module, tok, n: int, s: Sampling, seed: int | None, pr
         drawn, round_ = drawn + want, round_ + 1
         found += [it for it in batch if wanted(it)][: n - len(found)]
     if not found and min_len:
-        raise MakemoreError(f"--min-len {min_len}: none of {drawn:,} samples was that long "
+        raise MakemoreError(f"`min_len` {min_len}: none of {drawn:,} samples was that long "
                             f"(the model's items are at most {model.config.block_size - 1} tokens); ask for fewer characters")
     return found
+
+
+# What a model of each data kind generates. ----------------------------------------------------
+
+MAX_STREAMS = 100  # streams per call
+
+
+@dataclass
+class Request:
+    """What to generate; each argument means something for one kind of output, or for both."""
+
+    sampling: Sampling = Sampling()
+    n: int | None = None  # items (default 20) or streams (default 1)
+    seed: int | None = None
+    prompt: str | None = None  # items: the prefix of every item; streams: the prompt (default: a new line)
+    min_len: int = 0  # items: characters at least
+    max_len: int | None = None  # items: characters at most
+    novel_only: bool = False  # items: only ones not in the training set
+    max_new_tokens: int | None = None  # streams: tokens to generate (default 500)
+    cache: bool = True  # the incremental path; False reruns the whole context (the reference)
+
+
+@dataclass
+class Output:
+    """One generated item or stream: `row` is what `--json` prints of it."""
+
+    text: str
+    row: dict
+
+
+@dataclass
+class Piece:
+    """Text of a stream as it is made, whole characters only."""
+
+    text: str
+
+
+class TextStream:
+    """Decodes generated ids to text as they come; a character split across tokens waits for its rest."""
+
+    def __init__(self, tok):
+        self.tok, self.ids = tok, []
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.parts: list[str] = []
+
+    def add(self, i: int) -> str:
+        self.ids.append(i)
+        piece = self.decoder.decode(self.tok.decode_bytes([i]))
+        self.parts.append(piece)
+        return piece
+
+    def finish(self) -> str:
+        tail = self.decoder.decode(b"", final=True)
+        self.parts.append(tail)
+        return tail
+
+
+def generate_items(model: nn.Module, tok, req: Request, seen: set[str] | None) -> Iterator[Output]:
+    """Whole items; each row says whether it is new (None when `seen` is unknown)."""
+    if req.novel_only and seen is None:
+        raise MakemoreError("`novel_only`: the model's training data is not found or has changed, so new cannot be told from seen")
+    items = novel_items(model, tok, 20 if req.n is None else req.n, req.sampling, req.seed, req.prompt or "", req.min_len,
+                        req.max_len, req.cache, seen if req.novel_only else None)
+    for it in items:
+        yield Output(it.text, {"text": it.text, "new": None if seen is None else it.text not in seen, "logprob": it.logprob})
+
+
+def generate_text(model: nn.Module, tok, req: Request, seen: set[str] | None = None) -> Iterator[Piece | Output]:
+    """Streams: the prompt, then `max_new_tokens` tokens, as pieces of text while they come, then the whole."""
+    n = 1 if req.n is None else req.n
+    if not 1 <= n <= MAX_STREAMS:
+        raise MakemoreError(f"`n` {n}: text mode makes 1 to {MAX_STREAMS} streams")
+    prompt = req.prompt or ""
+    ids = (encode_prompt(tok, prompt, "`prompt`") if prompt else []) or default_prompt(tok)
+    for k in range(n):
+        text = TextStream(tok)
+        yield Piece(prompt)
+        for i in stream_text(model, tok, ids, 500 if req.max_new_tokens is None else req.max_new_tokens, req.sampling,
+                             None if req.seed is None else req.seed + k, req.cache):
+            yield Piece(text.add(i))
+        yield Piece(text.finish())
+        made = "".join(text.parts)
+        yield Output(prompt + made, {"prompt": prompt, "text": made, "tokens": len(text.ids)})
+
+
+GENERATORS = {"items": generate_items, "stream": generate_text}  # by a data kind's `output`
+
+
+def generate(kind: type[Dataset], model: nn.Module, tok, req: Request, seen: set[str] | None = None) -> Iterator[Piece | Output]:
+    """What a model trained on data of `kind` generates for `req`."""
+    return GENERATORS[kind.output](model, tok, req, seen)

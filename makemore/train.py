@@ -28,12 +28,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from makemore.data import IGNORE, Items, Stream
+from makemore.data import IGNORE, Dataset, Items, Stream
 from makemore.distributed import SINGLE, Rank
 from makemore.errors import MakemoreError
-from makemore.models.base import onednn
+from makemore.models.base import LanguageModel, onednn
 from makemore.optim import AdamW
-from tokenizer.files import shown
+from safeio.files import shown
 
 
 class Diverged(Exception):
@@ -48,7 +48,7 @@ class Diverged(Exception):
 def check_seed(seed: int) -> int:
     """A seed torch's generators take."""
     if not 0 <= seed < 2**63:
-        raise MakemoreError(f"--seed {seed}: must be from 0 to 2**63 - 1")
+        raise MakemoreError(f"`seed` {seed}: must be from 0 to 2**63 - 1")
     return seed
 
 
@@ -74,14 +74,14 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "eval_interval", "eval_items", "early_stop"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise MakemoreError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+                raise MakemoreError(f"`{name}` {getattr(self, name)}: must be at least 1")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise MakemoreError(f"--lr {self.lr}: must be a positive number")
+            raise MakemoreError(f"`lr` {self.lr}: must be a positive number")
         check_seed(self.seed)
         if not 0 <= self.ema < 1:
-            raise MakemoreError(f"--ema {self.ema}: must be from 0 to below 1 (e.g. 0.999)")
+            raise MakemoreError(f"`ema` {self.ema}: must be from 0 to below 1 (e.g. 0.999)")
         if self.max_seconds is not None and not self.max_seconds > 0:
-            raise MakemoreError(f"--max-seconds {self.max_seconds}: must be positive")
+            raise MakemoreError(f"`max_seconds` {self.max_seconds}: must be positive")
 
 
 @dataclass
@@ -126,11 +126,41 @@ class TrainState:
     def steps_per_second(self) -> float:
         return self.step / self.elapsed if self.elapsed else 0.0
 
+    def state_dict(self, timings: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+        """Tensors (optimizer moments, RNG states) and JSON (counters, param groups) to continue from.
+        Without `timings` the elapsed time is stored as 0 (byte-identical files for one seed; a
+        `max_seconds` budget then starts again on resume)."""
+        opt = self.optimizer.state_dict()
+        tensors = {"rng.batch": self.generator.get_state(), "rng.torch": self.torch_rng}
+        for i, entry in opt["state"].items():
+            for key, value in entry.items():
+                tensors[f"opt.{i}.{key}"] = value
+        info = {"step": self.step, "best_val_loss": self.best_val_loss, "best_step": self.best_step,
+                "elapsed": self.elapsed if timings else 0.0, "evals_since_best": self.evals_since_best,
+                "param_groups": opt["param_groups"]}
+        return tensors, info
 
-def resolve(cfg: TrainConfig, model_cls: type, train_data: Items | Stream) -> TrainConfig:
-    """`cfg` with its open defaults filled: the model type's learning rate, the data's batch size."""
-    return dataclasses.replace(cfg, lr=cfg.lr or model_cls.lr_for(train_data.mode),
-                               batch_size=cfg.batch_size or train_data.default_batch_size)
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], info: dict) -> None:
+        """The counters, RNG states and optimizer moments of `state_dict()`, into this state (whose
+        `optimizer` is already made for the model); a ValueError when they do not fit."""
+        entries: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("opt."):
+                i, name = key[4:].split(".", 1)
+                entries.setdefault(int(i), {})[name] = value
+        groups = [g | {"betas": tuple(g["betas"])} for g in info["param_groups"]]
+        self.optimizer.load_state_dict({"state": entries, "param_groups": groups})
+        self.generator = torch.Generator()
+        self.generator.set_state(tensors["rng.batch"])
+        self.torch_rng = tensors["rng.torch"]
+        self.step, self.best_val_loss, self.best_step = info["step"], info["best_val_loss"], info["best_step"]
+        self.elapsed, self.evals_since_best = info["elapsed"], info["evals_since_best"]
+
+
+def resolve(cfg: TrainConfig, model_cls: type[LanguageModel], kind: type[Dataset]) -> TrainConfig:
+    """`cfg` with its open defaults filled: the model type's learning rate for the data's kind, the
+    kind's batch size. Called once per run (`run.Run`); the loop takes the result as it is."""
+    return dataclasses.replace(cfg, lr=cfg.lr or model_cls.lr_for(kind.kind), batch_size=cfg.batch_size or kind.default_batch_size)
 
 
 def resolve_device(name: str) -> str:
@@ -143,9 +173,9 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return next(d for d in ("cuda", "mps", "cpu") if available[d])
     if name not in available:
-        raise MakemoreError(f"--device {shown(name)}: choose one of auto, cpu, cuda, mps")
+        raise MakemoreError(f"`device` {shown(name)}: choose one of auto, cpu, cuda, mps")
     if not available[name]:
-        raise MakemoreError(f"--device {name}: not available on this machine")
+        raise MakemoreError(f"`device` {name}: not available on this machine")
     return name
 
 
@@ -161,9 +191,9 @@ def evaluate(model: nn.Module, split: Items | Stream, max_items: int | None = No
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    for x, y, pos in split.eval_batches(max_items, pack=getattr(model, "packs", False)):
+    for x, y, pos in split.eval_batches(max_items, pack=model.packs):
         x, y = x.to(device), y.to(device)
-        with onednn(getattr(model, "onednn", True)):
+        with onednn(model.onednn):
             logits = model(x) if pos is None else model(x, pos=pos.to(device))
             total += loss_fn(logits, y, reduction="sum").item()
         count += int((y != IGNORE).sum())
@@ -208,7 +238,7 @@ def train(
     When it returns, `model` holds the weights of the best evaluation.
     """
     emit = on_event or (lambda event: None)
-    cfg = resolve(cfg, type(model), train_data)
+    assert cfg.lr is not None and cfg.batch_size is not None, "train takes a resolved TrainConfig (`resolve`)"
     model.to(cfg.device).train()
     net = forward if forward is not None else model
     state = state or TrainState()
@@ -218,7 +248,7 @@ def train(
     if state.torch_rng is not None:
         torch.set_rng_state(state.torch_rng)
     opt, gen = state.optimizer, state.generator
-    packs = getattr(model, "packs", False) and cfg.pack
+    packs = model.packs and cfg.pack
     start = time.perf_counter() - state.elapsed
     state.stopped = ""
 
@@ -242,7 +272,7 @@ def train(
         for group in opt.param_groups:
             group["lr"] = lr
         x, y, pos = train_data.batch(cfg.batch_size, gen, pack=packs)
-        with onednn(getattr(model, "onednn", True)):
+        with onednn(model.onednn):
             logits = net(x.to(cfg.device)) if pos is None else net(x.to(cfg.device), pos=pos.to(cfg.device))
             loss = loss_fn(logits, y.to(cfg.device))
             opt.zero_grad()

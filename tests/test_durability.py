@@ -69,7 +69,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(toy, extra):
     code, _, err = finish(proc)
     assert code == 130, err
     assert "resume with: makemore train --resume cut" in err.strip().splitlines()[-1]
-    cut_at = checkpoint.load(toy / "cut" / checkpoint.LAST).training["step"]  # the state loads
+    cut_at = checkpoint.load(toy / "cut" / checkpoint.LAST).training.step  # the state loads
     assert k <= cut_at < 900
     code, _, err = finish(makemore("train", "--resume", "cut", cwd=toy))
     assert code == 0, err

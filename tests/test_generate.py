@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from makemore import data, models
-from makemore.sample import Decoder, Sampling, filter_logits, novel_items, sample_items, score, stream_text
+from makemore.errors import MakemoreError
+from makemore.sample import Decoder, Sampling, draw, filter_logits, novel_items, sample_items, score, stream_text
 from makemore.train import evaluate
 from tests.conftest import toy_items
 from tests.test_models import perturbed
@@ -112,9 +113,12 @@ def test_filters_pick_inside_their_set_and_everything_in_it(sampling, support):
     assert torch.allclose(counts, expected, atol=0.01)
 
 
-def test_greedy_ignores_the_filters():
-    assert Sampling(temperature=0).temperature == 0
-    with pytest.raises(Exception, match="--top-p"):
+def test_greedy_ignores_the_filters_and_a_nan_filter_is_refused():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.5], [0.0, -1.0, -2.0, 5.0]])
+    gen = torch.Generator().manual_seed(0)
+    for s in (Sampling(temperature=0), Sampling(temperature=0, top_k=3, top_p=0.2, min_p=0.9), Sampling(temperature=1e-300)):
+        assert draw(logits, s, gen).tolist() == [1, 3]  # the argmax, whatever the filters say
+    with pytest.raises(MakemoreError, match="`top_p` nan: must be above 0"):
         Sampling(top_p=float("nan"))
 
 
@@ -126,7 +130,7 @@ def test_score_is_minus_the_eval_loss_times_the_token_count(model_type, mode):
     text = "abcabjihg"
     split = data.encode_items([text], tok, BLOCK) if mode == "lines" else data.encode_stream(text, tok, BLOCK)
     loss, count = evaluate(model, split)
-    result = score(model, tok, text, mode)
+    result = score(model, tok, data.KINDS[mode], text)
     assert result.logprob == pytest.approx(-loss * count, abs=1e-4)
     assert len(result.tokens) == count and result.chars == split.n_chars
     assert result.bits_per_char == pytest.approx(loss * count / math.log(2) / split.n_chars, rel=1e-5)

@@ -422,7 +422,7 @@ def test_score_goes_on_past_a_bad_string(world, monkeypatch):
 
 
 def test_a_failed_atomic_write_names_the_file_and_leaves_the_old_one(tmp_path, monkeypatch):
-    from tokenizer.files import write_atomic
+    from safeio.files import write_atomic
 
     target = tmp_path / "tok.json"
     target.write_bytes(b"old")

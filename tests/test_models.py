@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from makemore import checkpoint, data, models
-from makemore.train import TrainConfig, evaluate, loss_fn, train
+from makemore.train import TrainConfig, evaluate, loss_fn, resolve, train
 from tests.conftest import toy_items
 from tokenizer import CharTokenizer
 
@@ -50,10 +50,10 @@ def test_causality_later_tokens_never_change_earlier_logits(model_type):
 def test_checkpoint_round_trip_reproduces_logits_exactly(model_type, tmp_path):
     model = perturbed(make(model_type)).eval()  # away from init, so the test cannot pass on a fresh model
     tok = CharTokenizer("abcdefghij")
-    path = checkpoint.save(checkpoint.Checkpoint(model_type, model, tok, {"step": 3}), tmp_path / "run" / "model.safetensors")
+    path = checkpoint.save(checkpoint.Checkpoint(model_type, model, tok, checkpoint.TrainingRecord(step=3)), tmp_path / "run" / "model.safetensors")
     loaded = checkpoint.load(path)
     idx = torch.randint(11, (2, 12))
-    assert loaded.model_type == model_type and loaded.training == {"step": 3}
+    assert loaded.model_type == model_type and loaded.training == checkpoint.TrainingRecord(step=3)
     assert loaded.tokenizer.to_dict() == tok.to_dict()
     assert torch.equal(loaded.model(idx), model(idx))
     assert [p.name for p in path.parent.iterdir()] == ["model.safetensors"]  # no temp file left behind
@@ -67,7 +67,7 @@ def test_learns_the_toy_language(model_type):
     split = data.encode_items(items, tok)
     model = make(model_type, tok.vocab_size, split.x.shape[1])
     before, _ = evaluate(model, split)
-    cfg = TrainConfig(max_steps=300, eval_interval=300, batch_size=32, warmup_steps=20)  # each type's own lr
+    cfg = resolve(TrainConfig(max_steps=300, eval_interval=300, batch_size=32, warmup_steps=20), type(model), data.Lines)  # each type's own lr
     result = train(model, split, split, cfg)
     after, _ = evaluate(model, split)
     assert before > 2.2

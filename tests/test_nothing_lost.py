@@ -58,7 +58,7 @@ def wait_until(condition, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 def saved_val(run: Path) -> float | None:
     path = run / checkpoint.FILENAME
-    return checkpoint.load(path).training["best_val_loss"] if path.exists() else None
+    return checkpoint.load(path).training.best_val_loss if path.exists() else None
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_a_second_training_into_a_busy_run_folder_is_refused_and_the_first_is_in
     assert code == 130, err
     steps = [r["step"] for r in evals(toy / "same")]
     assert steps == sorted(set(steps))  # one writer: no rows of another run interleaved
-    assert checkpoint.load(toy / "same").training["best_val_loss"] == min(r["val_loss"] for r in evals(toy / "same"))
+    assert checkpoint.load(toy / "same").training.best_val_loss == min(r["val_loss"] for r in evals(toy / "same"))
     assert not (toy / "same" / ".lock").exists()  # released on exit
     code, _, err = finish(makemore("train", "--resume", "same", "--max-steps", str(steps[-1] + 60), cwd=toy))
     assert code == 0, err  # and the folder is free again
@@ -133,7 +133,7 @@ def test_resume_from_another_folder_keeps_the_data_path(toy):
     elsewhere.mkdir()
     code, _, err = finish(makemore("train", "--resume", "../ws/run", "--max-steps", "40", cwd=elsewhere))
     assert code == 0, err
-    record = checkpoint.load(toy / "ws" / "run").training["data"]
+    record = checkpoint.load(toy / "ws" / "run").training.data
     assert record["path"] == str((toy / "toy.txt").resolve())
     for cwd, path in ((toy, "ws/run"), (elsewhere, "../ws/run"), (toy / "ws", "run")):
         code, out, err = finish(makemore("eval", "-c", path, cwd=cwd))

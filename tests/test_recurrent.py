@@ -38,7 +38,7 @@ def test_written_out_cell_equals_fused_kernel(model_type):
 def test_a_fused_checkpoint_loads_into_the_written_out_cell(model_type, tmp_path):
     torch.manual_seed(0)
     model = models.build(model_type, models.make_config(model_type, 11, 12, n_hidden=16)).eval()
-    path = checkpoint.save(checkpoint.Checkpoint(model_type, model, CharTokenizer("abcdefghij"), {}), tmp_path / "m.safetensors")
+    path = checkpoint.save(checkpoint.Checkpoint(model_type, model, CharTokenizer("abcdefghij"), checkpoint.TrainingRecord()), tmp_path / "m.safetensors")
     loaded = checkpoint.load(path)
     written = models.build(model_type, dataclasses.replace(loaded.model.config, fused=False))
     written.load_state_dict(loaded.model.state_dict())

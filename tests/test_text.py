@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from makemore import data, models, runs
+from makemore import data, models
+from makemore.errors import MakemoreError
 from makemore.sample import Sampling, stream_text
-from makemore.train import TrainConfig, evaluate, train
+from makemore.train import TrainConfig, evaluate, resolve, train
 from tests.conftest import toy_items, toy_prose
 from tokenizer import CharTokenizer
 
@@ -34,7 +35,7 @@ def test_text_splits_are_contiguous_disjoint_and_cut_at_line_ends():
 def test_training_windows_never_reach_into_val_or_test(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text(toy_prose(400))
-    prep = runs.prepare(path, mode="text", block_size=16)
+    prep = data.prepare(path, mode="text", block_size=16)
     train_split = prep.splits["train"]
     gen = torch.Generator().manual_seed(0)
     n = len(train_split.tokens)
@@ -59,7 +60,7 @@ def test_eval_windows_predict_every_token_but_the_first_exactly_once():
 def test_evaluation_is_deterministic(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text(toy_prose(200))
-    prep = runs.prepare(path, mode="text", block_size=16)
+    prep = data.prepare(path, mode="text", block_size=16)
     model = models.build("gru", models.make_config("gru", prep.tokenizer.vocab_size, 16, "text"))
     assert evaluate(model, prep.splits["val"]) == evaluate(model, prep.splits["val"])
 
@@ -68,13 +69,13 @@ def test_evaluation_is_deterministic(tmp_path):
 def test_every_type_learns_and_samples_running_text(model_type, tmp_path):
     path = tmp_path / "p.txt"
     path.write_text(toy_prose(300))
-    prep = runs.prepare(path, mode="text", block_size=16)
-    assert prep.mode == "text"
+    prep = data.prepare(path, mode="text", block_size=16)
+    assert prep.kind == "text"
     torch.manual_seed(0)
     config = models.make_config(model_type, prep.tokenizer.vocab_size, 16, "text", **SMALL.get(model_type, {}))
     model = models.build(model_type, config)
     before, _ = evaluate(model, prep.splits["val"])
-    cfg = TrainConfig(max_steps=200, eval_interval=200, batch_size=16, warmup_steps=20)
+    cfg = resolve(TrainConfig(max_steps=200, eval_interval=200, batch_size=16, warmup_steps=20), type(model), data.Text)
     train(model, prep.splits["train"], prep.splits["val"], cfg)
     after, _ = evaluate(model, prep.splits["val"])
     assert before > 2.5 and after < 2.2, f"{model_type}: {before:.3f} -> {after:.3f}"  # uniform over 21 chars is 3.04
@@ -85,16 +86,16 @@ def test_every_type_learns_and_samples_running_text(model_type, tmp_path):
 def test_lines_mode_item_longer_than_block_size_is_named(tmp_path):
     path = tmp_path / "n.txt"
     path.write_text("\n".join(["ab"] * 20 + ["abcdefgh"] + ["ab"] * 5))
-    with pytest.raises(Exception, match="line 21 is 8 tokens, longer than --block-size 5"):
-        runs.prepare(path, mode="lines", block_size=5)
-    assert runs.prepare(path, mode="lines", block_size=12).block_size == 12
+    with pytest.raises(MakemoreError, match="line 21 is 8 tokens, longer than `block_size` 5"):
+        data.prepare(path, mode="lines", block_size=5)
+    assert data.prepare(path, mode="lines", block_size=12).block_size == 12
 
 
 def test_char_vocabulary_covers_val_and_test(tmp_path):
     text = "a b c d e f g.\n" * 200 + "z!\n" * 3  # z and ! only occur in the test slice
     path = tmp_path / "t.txt"
     path.write_text(text)
-    prep = runs.prepare(path, mode="text", block_size=8)
+    prep = data.prepare(path, mode="text", block_size=8)
     assert "z" in prep.tokenizer.chars and len(prep.splits["test"].tokens) > 0
     assert isinstance(prep.tokenizer, CharTokenizer)
 

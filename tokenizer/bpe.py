@@ -25,9 +25,9 @@ from pathlib import Path
 import regex
 
 from tokenizer.errors import TokenizerError
-from tokenizer.files import write_atomic
+from safeio.files import write_atomic
 from tokenizer.patterns import PATTERNS, check_covers, compile_split
-from tokenizer.files import shown
+from safeio.files import shown
 
 FORMAT = "makemore-bpe"
 VERSION = 2
@@ -132,10 +132,19 @@ class BPETokenizer:
         return max([*(self.ids or [255 + len(self.merges)]), *self.special.values()]) + 1
 
     @property
+    def has_boundary(self) -> bool:
+        """Whether <|endoftext|> is one of the special tokens (`eot_id`)."""
+        return EOT in self.special
+
+    def first_unknown(self, text: str) -> int | None:
+        """None: a byte-level BPE encodes any text."""
+        return None
+
+    @property
     def eot_id(self) -> int:
         """The id of <|endoftext|>, which makemore uses as the item boundary."""
         if EOT not in self.special:
-            raise TokenizerError(f"the tokenizer has no {EOT} special token; train it with --special '{EOT}'")
+            raise TokenizerError(f"the tokenizer has no {EOT} special token; train it with `special` '{EOT}'")
         return self.special[EOT]
 
     def encode(self, text: str, allowed_special: str | Collection[str] = ()) -> list[int]:
@@ -153,7 +162,7 @@ class BPETokenizer:
         if disallowed:
             raise TokenizerError(
                 f"the text contains the special token {disallowed[0]!r}; allow it (allowed_special='all' or "
-                f"--allow-special) or encode it as plain text (encode_ordinary)"
+                f"`allow_special`) or encode it as plain text (encode_ordinary)"
             )
         if not found:
             return self._encode_clean(text)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tokenizer.errors import TokenizerError
-from tokenizer.files import shown
+from safeio.files import shown
 
 BOUNDARY = "<|endoftext|>"  # shown for the boundary id by `id_to_piece`, never part of decoded text
 
@@ -40,11 +40,16 @@ class CharTokenizer:
         """The id that starts and ends every item."""
         return 0
 
+    has_boundary = True  # id 0, always
     def encode(self, text: str) -> list[int]:
         try:
             return [self._stoi[ch] for ch in text]
         except KeyError as e:
             raise TokenizerError(f"character {shown(e.args[0])} is not in the tokenizer's vocabulary") from None
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """The same as `encode`: the boundary has no text of its own, so no string can mean it."""
+        return self.encode(text)
 
     def first_unknown(self, text: str) -> int | None:
         """The index of the first character of `text` not in the vocabulary, or None."""
@@ -60,6 +65,9 @@ class CharTokenizer:
             if i:
                 out.append(self.chars[i - 1])
         return "".join(out)
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        return self.decode(ids).encode("utf-8")
 
     def id_to_piece(self, i: int) -> str:
         return BOUNDARY if i == 0 else self.chars[i - 1]

@@ -16,10 +16,10 @@ from rich.text import Text
 
 import tokenizer as tk
 from tokenizer import imports
-from tokenizer.cliutil import clean_errors, print_json, stderr, tolerant_streams
+from safeio.cli import clean_errors, print_json, stderr, tolerant_streams
 from tokenizer.errors import TokenizerError
 from tokenizer.export import FORMATS, WHOLE_TEXT, export as export_tokenizer
-from tokenizer.files import check_output, check_readable, decode_text, read_blocks, read_input, read_stdin, shown
+from safeio.files import check_output, check_readable, decode_text, read_blocks, read_input, read_stdin, shown
 from tokenizer.patterns import PATTERNS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

@@ -1,5 +1,7 @@
 """The one exception the tokenizer package raises for bad input; the CLI shows its message as one line."""
 
+from safeio import UsageError
 
-class TokenizerError(ValueError):
+
+class TokenizerError(UsageError):
     """Bad input to a tokenizer: the message names the thing and says what is wrong."""

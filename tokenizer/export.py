@@ -18,8 +18,8 @@ import regex
 
 from tokenizer.bpe import BPETokenizer
 from tokenizer.errors import TokenizerError
-from tokenizer.files import write_atomic
-from tokenizer.files import shown
+from safeio.files import write_atomic
+from safeio.files import shown
 
 WHOLE_TEXT = r"[\s\S]+"  # the pattern "none" as a regex, for libraries that need one
 
@@ -92,7 +92,7 @@ FORMATS = ("tiktoken", "huggingface")
 
 def export(tok: BPETokenizer, fmt: str, path: str | Path) -> Path:
     if fmt not in FORMATS:
-        raise TokenizerError(f"--format {shown(fmt)}: choose one of {', '.join(FORMATS)}")
+        raise TokenizerError(f"`format` {shown(fmt)}: choose one of {', '.join(FORMATS)}")
     text = tiktoken_ranks(tok) if fmt == "tiktoken" else json.dumps(huggingface_json(tok), ensure_ascii=False, indent=1)
     path = Path(path)
     write_atomic(path, text.encode("utf-8"))

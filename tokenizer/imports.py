@@ -22,7 +22,8 @@ from pathlib import Path
 from tokenizer.bpe import BPETokenizer
 from tokenizer.errors import TokenizerError
 from tokenizer.export import byte_to_unicode, onig_regex
-from tokenizer.files import decode_text, read_input, shown
+from safeio import raises
+from safeio.files import decode_text, read_input, shown
 from tokenizer.patterns import PATTERNS
 
 
@@ -93,11 +94,12 @@ def parse_special(items: list[str]) -> dict[str, int]:
     for item in items:
         token, eq, i = item.rpartition("=")
         if not eq or not token or not i.isdigit():
-            raise TokenizerError(f"--special {shown(item)}: expected TOKEN=ID, such as '<|endoftext|>=50256'")
+            raise TokenizerError(f"`special` {shown(item)}: expected TOKEN=ID, such as '<|endoftext|>=50256'")
         special[token] = int(i)
     return special
 
 
+@raises(TokenizerError)
 def import_tiktoken(path: str | Path, pattern: str, special: list[str]) -> BPETokenizer:
     if pattern not in PATTERNS:
         raise TokenizerError(f"unknown pattern {shown(pattern)}; choose one of: {', '.join(PATTERNS)}")
@@ -109,15 +111,16 @@ def import_named(name: str) -> BPETokenizer:
     try:
         import tiktoken
     except ImportError:
-        raise TokenizerError(f"{name}: tiktoken is not installed (pip install tiktoken); or pass its rank file with --tiktoken FILE") from None
+        raise TokenizerError(f"{name}: tiktoken is not installed (pip install tiktoken); or pass its rank file with `tiktoken` FILE") from None
     try:
         enc = tiktoken.get_encoding(name)
     except Exception as e:  # noqa: BLE001 -- unknown name, no cache and no network: all one message
         first = type(e).__name__ + (f": {str(e).splitlines()[0][:100]}" if str(e) else "")
-        raise TokenizerError(f"{name}: tiktoken cannot load it ({first}); pass its rank file with --tiktoken FILE") from None
+        raise TokenizerError(f"{name}: tiktoken cannot load it ({first}); pass its rank file with `tiktoken` FILE") from None
     return from_ranks(enc._mergeable_ranks, enc._pat_str, dict(enc._special_tokens), name)
 
 
+@raises(TokenizerError)
 def import_huggingface(path: str | Path) -> BPETokenizer:
     name = str(path)
     try:

@@ -25,7 +25,8 @@ import regex
 
 from tokenizer.bpe import BPETokenizer
 from tokenizer.errors import TokenizerError
-from tokenizer.files import check_readable, read_blocks
+from safeio import raises
+from safeio.files import check_readable, read_blocks
 from tokenizer.patterns import SAFE_CUT, compile_split, resolve
 
 MAX_VOCAB = 1 << 20  # beyond this a vocabulary is surely a typo
@@ -180,12 +181,13 @@ def learn_merges(chunks: dict[str, int], n_merges: int, min_frequency: int = 1, 
 def check_vocab_size(vocab_size: int, n_special: int) -> int:
     """The number of merges a vocabulary of `vocab_size` leaves room for."""
     if vocab_size < 256 + n_special:
-        raise TokenizerError(f"--vocab-size {vocab_size}: must be at least 256 (bytes) + {n_special} (special tokens)")
+        raise TokenizerError(f"`vocab_size` {vocab_size}: must be at least 256 (bytes) + {n_special} (special tokens)")
     if vocab_size > MAX_VOCAB:
-        raise TokenizerError(f"--vocab-size {vocab_size}: absurdly large (at most {MAX_VOCAB:,})")
+        raise TokenizerError(f"`vocab_size` {vocab_size}: absurdly large (at most {MAX_VOCAB:,})")
     return vocab_size - 256 - n_special
 
 
+@raises(TokenizerError)
 def train(
     corpus: str | Path | Iterable[str],
     vocab_size: int,
@@ -197,10 +199,10 @@ def train(
     """Train a byte-level BPE tokenizer on a file (a path) or on text (an iterable of str blocks)."""
     special = list(dict.fromkeys(special))
     if any(not s for s in special):
-        raise TokenizerError("--special: a special token cannot be empty")
+        raise TokenizerError("`special`: a special token cannot be empty")
     n_merges = check_vocab_size(vocab_size, len(special))
     if min_frequency < 1:
-        raise TokenizerError(f"--min-frequency {min_frequency}: must be at least 1")
+        raise TokenizerError(f"`min_frequency` {min_frequency}: must be at least 1")
     regex_str = resolve(pattern)
     name = str(corpus) if isinstance(corpus, (str, Path)) else "the corpus"
     if on_progress:

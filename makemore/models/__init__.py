@@ -20,7 +20,7 @@ from makemore.models.mlp import MLP, MLPConfig
 from makemore.models.rnn import RNN, RNNConfig
 from makemore.models.transformer import Transformer, TransformerConfig
 from makemore.models.wavenet import WaveNet, WaveNetConfig
-from tokenizer.files import shown
+from safeio.files import shown
 
 MODELS: dict[str, tuple[type[nn.Module], type[ModelConfig]]] = {
     "bigram": (Bigram, BigramConfig),
@@ -40,12 +40,12 @@ def lookup(name: str) -> tuple[type[nn.Module], type[ModelConfig]]:
     return MODELS[name]
 
 
-def make_config(name: str, vocab_size: int, block_size: int, mode: str = "lines", **options) -> ModelConfig:
-    """The config of model type `name` with its defaults (its text-mode ones in text mode) and
+def make_config(name: str, vocab_size: int, block_size: int, kind: str = "", **options) -> ModelConfig:
+    """The config of model type `name` with its defaults (those for data of `kind` where they differ) and
     `options` (key=value from the user) applied."""
     _, config_cls = lookup(name)
     fields = {f.name: f for f in dataclasses.fields(config_cls) if f.name not in ("vocab_size", "block_size")}
-    values = dict(config_cls.text_defaults) if mode == "text" else {}
+    values = dict(config_cls.kind_defaults.get(kind, {}))
     for key, raw in options.items():
         if key not in fields:
             known = ", ".join(fields) or "none"

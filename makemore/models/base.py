@@ -37,7 +37,7 @@ MAX_SIZE = 1 << 24  # any single size option above this is surely a typo
 class ModelConfig:
     vocab_size: int = 0  # filled in from the tokenizer, never typed by the user
     block_size: int = 0  # filled in from the data: longest item + 1 (lines), or --block-size (text)
-    text_defaults: ClassVar[dict] = {}  # defaults that differ in text mode (running text wants more capacity)
+    kind_defaults: ClassVar[dict[str, dict]] = {}  # defaults that differ for a data kind, by its name (running text wants more capacity)
 
     def __post_init__(self):
         for name, value in vars(self).items():
@@ -63,13 +63,13 @@ class ModelConfig:
 
 class LanguageModel(nn.Module):
     default_lr = 1e-3  # peak learning rate when --lr is not given
-    text_lr: float | None = None  # the same in text mode, where it differs
+    kind_lr: dict[str, float] = {}  # the same for a data kind, by its name, where it differs
     onednn = True  # trains and evaluates with torch's oneDNN CPU kernels (see `onednn`)
     packs = False  # `forward(idx, pos=...)` takes packed rows of several items (`data.Items.packed`)
 
     @classmethod
-    def lr_for(cls, mode: str) -> float:
-        return cls.text_lr if mode == "text" and cls.text_lr else cls.default_lr
+    def lr_for(cls, kind: str) -> float:
+        return cls.kind_lr.get(kind, cls.default_lr)
 
     @property
     def max_context(self) -> int | None:

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from makemore.errors import MakemoreError
 from makemore.models.base import LanguageModel, ModelConfig
-from tokenizer.files import shown
+from safeio.files import shown
 
 
 @dataclass(kw_only=True)
@@ -33,7 +33,7 @@ class TransformerConfig(ModelConfig):
     n_embd: int = 64  # channels; must divide by n_head
     dropout: float = 0.2  # on the embeddings and the attention and MLP outputs; 0 = off (names overfit without it: see README)
     init: str = "torch"  # torch's default initialisation, or "gpt2" (N(0, 0.02); measured: better for text, worse for names)
-    text_defaults: ClassVar[dict] = {"n_embd": 128, "dropout": 0.0, "init": "gpt2"}  # running text: more capacity, no overfitting in minutes
+    kind_defaults: ClassVar[dict] = {"text": {"n_embd": 128, "dropout": 0.0, "init": "gpt2"}}  # running text: more capacity, no overfitting in minutes
 
     def __post_init__(self):
         super().__post_init__()
@@ -135,7 +135,7 @@ def gpt2_init(module: nn.Module) -> None:
 
 class Transformer(LanguageModel):
     default_lr = 1e-3  # peak learning rate when --lr is not given (names: 1e-3 beat 2e-3 at 8,000 steps)
-    text_lr = 2e-3  # text mode (tinyshakespeare: val 1.66 in 180 s)
+    kind_lr = {"text": 2e-3}  # running text (docs/performance.md, tinyshakespeare)
     packs = True  # trains on packed rows (see `forward`)
     onednn = False  # torch's own GELU: oneDNN's costs a fixed setup per call (names: 5% faster steps)
 

@@ -1,9 +1,10 @@
 """Small pieces both command-line tools share: error handling and the stderr console.
 
-Bad input raises a project error in the library; `clean_errors` turns it into one red line on
-stderr and exit code 2, never a traceback. An operating-system error (a file that cannot be
-read or written) and running out of memory are reported the same way, as a last line of defence
-behind the checks made before any work starts. Typer's own usage errors (a bad integer, a
+Bad input raises a `UsageError` (each package has its own subclass) in the library; `clean_errors`
+turns it into one red line on stderr and exit code 2, never a traceback. The library names its
+arguments in backquotes (`top_p`); `flags` turns them into the options a user typed (--top-p).
+An operating-system error (a file that cannot be read or written) and running out of memory are
+reported the same way, as a last line of defence behind the checks made before any work starts. Typer's own usage errors (a bad integer, a
 missing file argument) become one line too. Nothing the user typed is read as rich markup: both
 consoles have markup off, and styles are given as `Text` objects.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 
 import typer
@@ -20,16 +22,21 @@ from rich.console import Console
 from rich.text import Text
 from typer import rich_utils
 
-from tokenizer.errors import TokenizerError
-from tokenizer.files import finite
+from safeio import UsageError
+from safeio.files import finite
 
 stderr = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)  # a message is one line, however long
+
+
+def flags(message: str) -> str:
+    """The library's `argument` names as the command-line options they come from: `top_p` -> --top-p, `n` -> -n."""
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: "-n" if m[1] == "n" else "--" + m[1].replace("_", "-"), message)
 
 
 def fail(message: str) -> typer.Exit:
     if os.environ.get("RANK", "0") != "0":  # under torchrun every rank meets the same bad input: rank 0 says it
         return typer.Exit(2)
-    stderr.print(Text.assemble(("error: ", "bold red"), " ".join(str(message).split("\n"))), soft_wrap=True)
+    stderr.print(Text.assemble(("error: ", "bold red"), flags(" ".join(str(message).split("\n")))), soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -39,8 +46,8 @@ def os_error_message(e: OSError) -> str:
 
 
 def clean_errors(*errors: type[Exception]):
-    """Decorate a command so that `errors` (and TokenizerError) end it with one line and exit code 2."""
-    caught = (TokenizerError, *errors)
+    """Decorate a command so that a UsageError (and `errors`) end it with one line and exit code 2."""
+    caught = (UsageError, *errors)
 
     def decorate(fn):
         @functools.wraps(fn)

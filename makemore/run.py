@@ -1,0 +1,346 @@
+"""The run: one training in one folder, from a data file to a saved, evaluated model.
+
+A `Run` starts fresh (`Run.fresh`, or `Run.new` on data already prepared), continues its folder
+(`Run.resume`) or fine-tunes another checkpoint (`Run.fine_tune`). Whichever way it starts, it
+checks the folder before any data is read, holds the folder's lock (one writer), prepares the
+data, builds or loads the model and resolves every training option once. Then `fit` runs the
+one training loop, keeps the best checkpoint (only ever replaced by a better one) and the last
+state beside it, and measures the test loss at the end, reporting events to a callback.
+`evaluate` measures a checkpoint on its own test split or on any file. Only rank 0 writes files;
+nothing here prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from makemore import checkpoint, data, memory, models
+from makemore.checkpoint import Checkpoint, TrainingRecord
+from makemore.distributed import SINGLE, Rank
+from makemore.errors import MakemoreError
+from makemore.models.base import LanguageModel
+from makemore.runlock import RunLock
+from makemore.train import Eval, Step, TrainConfig, TrainState, evaluate as evaluate_split, loss_fn, make_optimizer, resolve, train
+from safeio.files import check_folder, check_output, finite
+
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class Fitted:
+    checkpoint: Checkpoint
+    result: TrainState
+    test_loss: float | None  # None when training was interrupted
+    test_bits_per_char: float | None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.result.stopped == "interrupted"
+
+
+@dataclass
+class Run:
+    folder: Path
+    dataset: data.Dataset
+    model_type: str
+    model: LanguageModel
+    cfg: TrainConfig  # resolved: every default filled, once
+    state: TrainState | None = None  # where a resumed run continues from
+    origin: str | None = None  # the checkpoint a fine-tuning started from
+    lock: RunLock | None = None
+
+    @classmethod
+    def fresh(cls, folder: Path, data_path: str | Path | None, model_type: str, cfg: TrainConfig, options: dict | None = None,
+              tokenizer_path: str | Path | None = None, mode: str = "auto", block_size: int | None = None,
+              overwrite: bool = False, rank: Rank = SINGLE) -> Run:
+        """A new model of `model_type` (with `options`, key=value) on the file at `data_path` (None: the built-in names)."""
+        models.make_config(model_type, 1, 1, **(options or {}))  # bad options are refused before any data is read
+        check_run_folder(folder, [data_path], overwrite)
+        lock = claim(folder, rank)
+        try:
+            dataset = data.prepare(data_path, cfg.seed, tokenizer_path, mode, block_size)
+        except BaseException:
+            lock.release()
+            raise
+        return cls.new(folder, dataset, model_type, cfg, options, overwrite, rank, lock)
+
+    @classmethod
+    def new(cls, folder: Path, dataset: data.Dataset, model_type: str, cfg: TrainConfig, options: dict | None = None,
+            overwrite: bool = False, rank: Rank = SINGLE, lock: RunLock | None = None) -> Run:
+        """A new model of `model_type` on `dataset`, in `folder` (cleared of an earlier run's state)."""
+        lock = lock or claim(folder, rank)
+        try:
+            config = model_config(model_type, dataset, options, cfg.batch_size)
+            if rank.main:
+                lock.acquire()
+                start_fresh(folder, overwrite)
+        except BaseException:
+            lock.release()
+            raise
+        torch.manual_seed(cfg.seed)
+        model = models.build(model_type, config)
+        return cls(folder, dataset, model_type, model, resolve(cfg, type(model), type(dataset)), lock=lock)
+
+    @classmethod
+    def fine_tune(cls, folder: Path, source_path: str | Path, data_path: str | Path | None, cfg: TrainConfig,
+                  mode: str = "auto", overwrite: bool = False, rank: Rank = SINGLE) -> Run:
+        """The model, config and tokenizer of the checkpoint at `source_path`, trained on new data."""
+        source = checkpoint.load(source_path)
+        check_run_folder(folder, [data_path, source.path], overwrite)
+        lock = claim(folder, rank)
+        try:
+            dataset = data.prepare(data_path, cfg.seed, mode=mode, block_size=source.model.config.block_size, tok=source.tokenizer)
+            if rank.main:
+                lock.acquire()
+                start_fresh(folder, overwrite)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(folder, dataset, source.model_type, source.model, resolve(cfg, type(source.model), type(dataset)),
+                   origin=str(Path(source.path).resolve()), lock=lock)
+
+    @classmethod
+    def resume(cls, folder: Path, data_path: str | Path | None = None, max_steps: int | None = None,
+               max_seconds: float | None = None, device: str = "cpu", rank: Rank = SINGLE) -> Run:
+        """Continue the run in `folder` from its last state, with its own options; the budgets may grow."""
+        if not folder.exists():
+            raise MakemoreError(f"`resume` {folder}: no such run folder")
+        folder = folder if folder.is_dir() else folder.parent
+        check_run_folder(folder, [], overwrite=True)
+        lock = claim(folder, rank)
+        try:
+            return cls._resume(folder, data_path, max_steps, max_seconds, device, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _resume(cls, folder: Path, data_path, max_steps, max_seconds, device: str, lock: RunLock) -> Run:
+        last = folder / checkpoint.LAST
+        if not last.is_file():
+            raise MakemoreError(f"`resume` {folder}: no {checkpoint.LAST} there: nothing to resume (train it without `resume`)")
+        ckpt = checkpoint.load(last)
+        rec = ckpt.training
+        if not rec.options or not rec.data:
+            raise MakemoreError(f"{last}: damaged checkpoint metadata (no training options or data record)")
+        stored = rec.data.get("path", rec.data["name"])
+        if data_path is not None and data.read_source(data_path).sha256 != rec.data["sha256"]:
+            raise MakemoreError(f"`resume` {folder}: {data_path} is not the data this run was trained on ({stored}); "
+                                f"to train on other data, use `init_from`")
+        budgets = {k: v for k, v in (("max_steps", max_steps), ("max_seconds", max_seconds)) if v is not None}
+        try:
+            cfg = TrainConfig(**rec.options | {"device": device} | budgets)
+        except TypeError as e:
+            raise MakemoreError(f"{last}: damaged training options ({e})") from None
+        dataset = data.prepare(stored, rec.data["split_seed"], mode=data.kind_of(rec.data).kind,
+                               block_size=ckpt.model.config.block_size, tok=ckpt.tokenizer)
+        if dataset.sha256 != rec.data["sha256"]:
+            raise MakemoreError(f"{stored}: the file has changed since this run started; it cannot be resumed exactly")
+        dataset.name = rec.data["name"]  # as the run knew it (it was read from the recorded absolute path)
+        best = checkpoint.load(folder / checkpoint.FILENAME) if (folder / checkpoint.FILENAME).is_file() else None
+        cfg = resolve(cfg, type(ckpt.model), type(dataset))
+        state = TrainState(optimizer=make_optimizer(ckpt.model, cfg), best_weights=best.model.state_dict() if best else None)
+        try:
+            state.load_state_dict(*checkpoint.read_state(last))
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise MakemoreError(f"{last}: damaged training state ({type(e).__name__}: {e}); start again with `overwrite`") from None
+        if max_steps is not None and max_steps <= state.step:
+            raise MakemoreError(f"`max_steps` {max_steps}: the run in {folder} is already at step {state.step}; give more steps")
+        saved = best.training.best_val_loss if best else None
+        if saved is not None and saved < state.best_val_loss:  # killed after a better save than the last state knew:
+            state.best_val_loss, state.best_step = saved, best.training.best_step or state.step  # the file decides
+        return cls(folder, dataset, ckpt.model_type, ckpt.model, cfg, state=state, origin=rec.init_from, lock=lock)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.lock:
+            self.lock.release()
+
+    def record(self, st: TrainState, **extra) -> TrainingRecord:
+        best = st.best_val_loss if math.isfinite(st.best_val_loss) else None
+        return TrainingRecord(step=st.step, best_step=st.best_step, best_val_loss=best, data=self.dataset.record(),
+                              options=dataclasses.asdict(self.cfg), init_from=self.origin, **extra)
+
+    def fit(self, on_event: Callable | None = None, should_stop: Callable[[], bool] | None = None, rank: Rank = SINGLE,
+            compile: bool = False, warn: Callable[[str], None] = lambda message: None) -> Fitted:
+        """Train until the budget; save the best model as it improves and `last.safetensors` (the latest
+        weights and training state) at the end; then measure the test loss."""
+        cfg, model, folder, splits = self.cfg, self.model, self.folder, self.dataset.splits
+        model.to(cfg.device)
+        ckpt = Checkpoint(self.model_type, model, self.dataset.tokenizer, TrainingRecord())
+        out = folder / checkpoint.FILENAME
+        if rank.main:
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_files(folder)
+        log = MetricsLog(folder / METRICS, cfg.eval_interval // 10, timings=not cfg.deterministic) if rank.main else None
+
+        def on_improved(st: TrainState) -> None:
+            if rank.main:
+                ckpt.training = self.record(st)
+                checkpoint.save(ckpt, out)
+
+        def events(event) -> None:
+            if log:
+                log(event)
+            if on_event:
+                on_event(event)
+
+        net = compiled_forward(model, splits["train"], warn) if compile else None
+        if rank.world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(net if net is not None else model)
+        was_deterministic = torch.are_deterministic_algorithms_enabled()
+        if cfg.deterministic and not was_deterministic:  # only when asked: the call imports torch's compiler
+            torch.use_deterministic_algorithms(True)
+        try:
+            result = train(model, splits["train"], splits["val"], cfg, self.state, events, on_improved, should_stop, rank, net)
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic)
+        if rank.world > 1 and not rank.same(sum(float(p.detach().double().sum()) for p in model.parameters())):
+            raise MakemoreError("the training processes ended with different parameters; the run is not saved")
+        if rank.main:
+            ckpt.training = self.record(result, stopped=result.stopped)
+            checkpoint.save(ckpt, folder / checkpoint.LAST, result.latest_weights, result.state_dict(timings=not cfg.deterministic))
+        if result.stopped == "interrupted":
+            return Fitted(ckpt, result, None, None)
+        test_loss, n_tokens = evaluate_split(model, splits["test"])
+        bpc = metrics(test_loss, n_tokens, splits["test"].n_chars)["bits_per_char"]
+        timing = {} if cfg.deterministic else {"seconds": round(result.elapsed, 2), "steps_per_second": round(result.steps_per_second, 2)}
+        ckpt.training = self.record(result, test_loss=test_loss, test_bits_per_char=bpc, **timing)
+        if rank.main:
+            ckpt.path = checkpoint.save(ckpt, out)
+        return Fitted(ckpt, result, test_loss, bpc)
+
+
+def check_run_folder(folder: Path, inputs: list, overwrite: bool = False) -> None:
+    """Before any data is read: `folder` can be a run folder, its checkpoint is none of the `inputs`,
+    and it holds no model unless `overwrite` says to replace it."""
+    if folder.exists() and not folder.is_dir():
+        raise MakemoreError(f"`out` {folder}: is a file, not a run folder")
+    check_folder(folder, f"`out` {folder}")
+    check_output(folder / checkpoint.FILENAME, "checkpoint", inputs, owner=True)
+    check_unused(folder, overwrite)
+
+
+def check_unused(folder: Path, overwrite: bool) -> None:
+    if (folder / checkpoint.FILENAME).exists() and not overwrite:
+        raise MakemoreError(f"{folder}: already holds a trained model; continue it (`resume` {folder}), "
+                            f"start afresh (`overwrite`) or train into another `out`")
+
+
+def claim(folder: Path, rank: Rank) -> RunLock:
+    """The folder's lock, taken now if the folder exists (a new folder is locked once the data is read)."""
+    lock = RunLock(folder)
+    if rank.main and folder.is_dir():
+        lock.acquire()
+    return lock
+
+
+def start_fresh(folder: Path, overwrite: bool) -> None:
+    """A new training's first act in its locked folder: check it again (another training may have
+    finished there meanwhile) and clear an earlier run's state and curves."""
+    check_unused(folder, overwrite)
+    for name in (checkpoint.LAST, METRICS):
+        (folder / name).unlink(missing_ok=True)
+
+
+def model_config(model_type: str, dataset: data.Dataset, options: dict | None, batch_size: int | None):
+    """The config of a new model for `dataset`, its memory need checked before anything is allocated."""
+    batch_size = batch_size or dataset.default_batch_size
+    config = models.make_config(model_type, dataset.tokenizer.vocab_size, dataset.block_size, dataset.kind, **(options or {}))
+    n = memory.count_params(lambda: models.build(model_type, config))
+    need = memory.training_bytes(n, batch_size, dataset.block_size, dataset.tokenizer.vocab_size, config.width)
+    memory.require(need, f"training this {model_type} ({n:,} parameters, batch {batch_size} x {dataset.block_size} tokens)",
+                   "use a smaller model (`set`) or `batch_size`")
+    return config
+
+
+class MetricsLog:
+    """Appends one JSON line per evaluation, and per `every` steps, to a run's metrics.jsonl."""
+
+    def __init__(self, path: Path, every: int, timings: bool = True):
+        self.path, self.every, self.timings = path, max(1, every), timings  # no timings: the same seed, the same bytes
+        self.tokens, self.since = 0, None
+
+    def __call__(self, event: Step | Eval) -> None:
+        if isinstance(event, Step):
+            self.tokens += event.tokens
+            if event.step % self.every:
+                return
+            speed = self.tokens / (event.elapsed - self.since) if self.since is not None else None  # none for the first row
+            row = {"step": event.step, "train_loss": event.loss, "lr": event.lr, "grad_norm": event.grad_norm,
+                   "tokens_per_s": speed, "wall": event.elapsed}
+            self.tokens, self.since = 0, event.elapsed
+        else:
+            row = {"step": event.step, "eval_train_loss": event.train_loss, "val_loss": event.val_loss, "wall": event.elapsed}
+        if not self.timings:
+            row.update((k, None) for k in ("tokens_per_s", "wall") if k in row)
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(finite(row)) + "\n")
+        except OSError as e:  # a full disk, say: name this file, not "file"
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
+
+
+def remove_stale_temp_files(folder: Path) -> None:
+    """Temporary files a killed save left behind (`.model.safetensors.XXXX.tmp`)."""
+    if folder.is_dir():
+        for name in (checkpoint.FILENAME, checkpoint.LAST):
+            for tmp in folder.glob(f".{name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def compiled_forward(model, split, warn: Callable[[str], None]):
+    """`torch.compile(model)`, tried on one small batch; on any failure a warning and None (eager)."""
+    try:
+        compiled = torch.compile(model)
+        x, y, _ = split.batch(2, torch.Generator().manual_seed(0))
+        loss_fn(compiled(x), y).backward()
+        model.zero_grad(set_to_none=True)
+        return compiled
+    except Exception as e:  # noqa: BLE001 -- no compiler, unsupported platform: any failure means eager
+        model.zero_grad(set_to_none=True)
+        warn(f"`compile`: torch.compile does not work here ({type(e).__name__}); training in eager mode")
+        return None
+
+
+def metrics(loss: float, n_tokens: int, n_chars: int) -> dict:
+    """Loss in nats per token, perplexity, and bits per character (the end of an item counts as one)."""
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "bits_per_char": loss * n_tokens / (math.log(2) * max(n_chars, 1)),
+        "tokens": n_tokens,
+    }
+
+
+def evaluate(ckpt: Checkpoint, path: str | Path | None = None) -> dict:
+    """Metrics of `ckpt` on the file at `path` (all of it), or on its own test split when `path` is None."""
+    kind = data.kind_of(ckpt.training.data)
+    block_size = ckpt.model.config.block_size
+    if path is None:
+        src = data.source_of(ckpt.training.data, str(ckpt.path))
+        split, which = kind.test_split(src, ckpt.training.data, ckpt.tokenizer, block_size), "test split"
+    else:
+        src = data.read_source(path)
+        split, which = kind.encode_file(src, ckpt.tokenizer, block_size), "file"
+    loss, n_tokens = evaluate_split(ckpt.model, split)
+    return {"data": src.name, "on": which, "mode": kind.kind, **kind.sizes_of(split)} | metrics(loss, n_tokens, split.n_chars)
+
+
+def training_items(ckpt: Checkpoint) -> set[str] | None:
+    """What `ckpt` was trained on, as a set to tell new samples from seen ones: None where its kind
+    has no such set, or its data file is gone or changed."""
+    try:
+        src = data.source_of(ckpt.training.data, str(ckpt.path))
+    except MakemoreError:
+        return None
+    return data.kind_of(ckpt.training.data).training_items(src, ckpt.training.data)

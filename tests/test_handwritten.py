@@ -1,0 +1,90 @@
+"""The code written by hand where a library has it, held to the library: the optimizer without torch's
+private fused kernel, the checkpoint writer against safetensors' reader, dropout against F.dropout.
+(The recurrences' gradients are compared with torch's in test_recurrent.py, the optimizer's fused
+path with torch.optim in test_optim.py; bench/handwritten.py measures what each piece buys.)"""
+
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from makemore.checkpoint import serialize
+from makemore.models.transformer import dropout
+from makemore.optim import AdamW
+
+
+def small_model(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Embedding(11, 8), nn.Linear(8, 16), nn.Tanh(), nn.LayerNorm(16), nn.Linear(16, 11))
+
+
+def decay_groups(model: nn.Module) -> list[dict]:
+    params = list(model.parameters())
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+def loss_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x).flatten(0, 1), ((x + 1) % 11).flatten()) * 20  # a learnable target; large: clipping acts
+
+
+def test_without_torchs_private_fused_kernel_adamw_falls_back_and_matches_torch_optim(monkeypatch):
+    monkeypatch.delattr(torch, "_fused_adamw_", raising=False)  # a torch release that dropped it
+    ours_model, ref_model = small_model(21), small_model(21)
+    ours = AdamW(decay_groups(ours_model), lr=3e-2, betas=(0.9, 0.99), fused=True)
+    ref = torch.optim.AdamW(decay_groups(ref_model), lr=3e-2, betas=(0.9, 0.99))
+    assert not ours.fused  # the written-out update, not a call that would raise AttributeError
+    batches = [torch.randint(11, (8, 6), generator=torch.Generator().manual_seed(100 + i)) for i in range(20)]
+    losses, clipped = [], 0
+    for x in batches:
+        ours.zero_grad()
+        loss = loss_of(ours_model, x)
+        loss.backward()
+        ours.step(ours.grad_norm(), 1.0)
+        losses.append(loss.item())
+        ref.zero_grad()
+        loss_of(ref_model, x).backward()
+        clipped += float(nn.utils.clip_grad_norm_(ref_model.parameters(), 1.0)) > 1.0
+        ref.step()
+    assert clipped >= 10  # the clipping folded into the update was exercised
+    assert sum(losses[-5:]) < 0.5 * sum(losses[:5])  # it trains
+    for a, b in zip(ours_model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_serialize_gives_the_same_bytes_for_the_same_inputs_and_safetensors_reads_them(tmp_path):
+    g = torch.Generator().manual_seed(4)
+    tensors = {"w": torch.randn(3, 5, generator=g), "b": torch.randn(5, generator=g).double(), "ids": torch.arange(7),
+               "mask": torch.tensor([True, False, True]), "half": torch.randn(2, 2, generator=g).half(),
+               "empty": torch.zeros(0, 4), "scalar": torch.tensor(2.5)}
+    metadata = {"format": "makemore", "format_version": "1", "model_type": "mlp", "model_config": '{"n_embd": 8}',
+                "tokenizer": '{"type": "char"}', "training": '{"step": 3}'}
+    first = serialize(tensors, metadata)
+    reordered = serialize(dict(reversed(tensors.items())), dict(reversed(metadata.items())))
+    assert all(serialize(tensors, metadata) == first for _ in range(10)) and reordered == first  # insertion order does not matter
+    back = safetensors.torch.load(first)
+    assert back.keys() == tensors.keys()
+    for name, t in tensors.items():
+        assert back[name].dtype == t.dtype and torch.equal(back[name], t), name
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(first)
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        assert f.metadata() == metadata
+    library = safetensors.torch.load(safetensors.torch.save(tensors, metadata))  # the library's own writer: the same content
+    assert all(torch.equal(library[k], back[k]) for k in tensors)
+
+
+def test_dropout_drops_as_often_as_torchs_and_scales_alike():
+    """The same distribution as F.dropout: the zeroed share within sampling error of torch's, and the
+    kept numbers scaled by 1 / (1 - p) with p rounded to a multiple of 1/65,536 (the 16 random bits)."""
+    x = torch.ones(1000, 1000)
+    for p in (0.1, 0.2, 1 / 3, 0.5):
+        torch.manual_seed(0)
+        ours, theirs = dropout(x, p), F.dropout(x, p)
+        share, torch_share = float((ours == 0).float().mean()), float((theirs == 0).float().mean())
+        assert abs(share - torch_share) < 5 * (2 * p * (1 - p) / x.numel()) ** 0.5  # 5 standard deviations of the difference
+        kept, torch_kept = ours[ours != 0].unique(), theirs[theirs != 0].unique()
+        assert len(kept) == len(torch_kept) == 1
+        assert float(kept) == float(torch.tensor(1 / (1 - round(p * 65536) / 65536)))  # exactly, in float32
+        assert abs(float(kept) / float(torch_kept) - 1) <= 1 / 65536 / (1 - p)  # and torch's up to that rounding
