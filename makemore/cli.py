@@ -261,7 +261,7 @@ def sample(
     kind = data.kind_of(ckpt.training.data)
     data.refuse_options(kind, {"min_len": min_len, "max_len": max_len is not None, "novel_only": novel_only,
                                "max_new_tokens": max_new_tokens is not None, "stream": stream is not None}, str(ckpt.path))
-    seen = runs.training_items(ckpt)
+    seen = data.training_items(ckpt.training.data)
     request = Request(s, n, seed, prefix, min_len, max_len, novel_only, max_new_tokens, cache)
     show = stream is not False and not json  # pieces of a stream as they come
     rows: list[Output] = []

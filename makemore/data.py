@@ -561,3 +561,13 @@ def source_of(record: dict | None, where: str) -> Source:
     if src.sha256 != record["sha256"]:
         raise MakemoreError(f"{src.name}: the file has changed since the model was trained on it; pass a FILE to evaluate on")
     return src
+
+
+def training_items(record: dict | None) -> set[str] | None:
+    """What a model with this data record was trained on, as a set to tell new samples from seen ones:
+    None where its kind has no such set, or its data file is gone or changed."""
+    try:
+        src = source_of(record, "the checkpoint")
+    except MakemoreError:
+        return None
+    return kind_of(record).training_items(src, record)

@@ -334,13 +334,3 @@ def evaluate(ckpt: Checkpoint, path: str | Path | None = None) -> dict:
         split, which = kind.encode_file(src, ckpt.tokenizer, block_size), "file"
     loss, n_tokens = evaluate_split(ckpt.model, split)
     return {"data": src.name, "on": which, "mode": kind.kind, **kind.sizes_of(split)} | metrics(loss, n_tokens, split.n_chars)
-
-
-def training_items(ckpt: Checkpoint) -> set[str] | None:
-    """What `ckpt` was trained on, as a set to tell new samples from seen ones: None where its kind
-    has no such set, or its data file is gone or changed."""
-    try:
-        src = data.source_of(ckpt.training.data, str(ckpt.path))
-    except MakemoreError:
-        return None
-    return data.kind_of(ckpt.training.data).training_items(src, ckpt.training.data)

@@ -58,6 +58,7 @@ def wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float =
     raise AssertionError(f"the run never reached step {step}")
 
 
+@pytest.mark.slow  # a subprocess or several: the fast tier (-m 'not slow') leaves it out
 @pytest.mark.parametrize("extra", [["--ema", "0"], []])  # without the weights' moving average, and with it (the default)
 def test_interrupted_and_resumed_run_is_bit_identical(toy, extra):
     k = random.Random(len(extra)).randint(40, 700)  # a (seeded) step to interrupt at
@@ -95,12 +96,13 @@ def test_resume_with_more_steps_and_refusals(toy):
     assert bad.exit_code == 2 and "no last.safetensors there: nothing to resume" in bad.stderr
 
 
+@pytest.mark.slow  # a subprocess or several: the fast tier (-m 'not slow') leaves it out
 def test_sigkill_at_random_moments_never_leaves_an_unloadable_checkpoint(toy):
     seed = 1205
     rng = random.Random(seed)  # the moments, seeded: a failure can be replayed
     run = toy / "k"
     loaded = 0
-    for i in range(8):
+    for i in range(6):
         args = ["--resume", "k"] if (run / checkpoint.LAST).exists() else ["toy.txt", *GRU, "--eval-interval", "20", "--overwrite"]
         proc = makemore("train", *args, "--max-steps", "100000", *([] if args[0] == "--resume" else ["--out", "k"]), cwd=toy)
         time.sleep(rng.uniform(1.0, 3.0))
@@ -110,7 +112,7 @@ def test_sigkill_at_random_moments_never_leaves_an_unloadable_checkpoint(toy):
             if (run / name).exists():
                 checkpoint.load(run / name)  # raises if damaged
                 loaded += 1
-    assert loaded >= 4, (seed, loaded)  # most kills came after a save: the test checked files, not nothing
+    assert loaded >= 3, (seed, loaded)  # most kills came after a save: the test checked files, not nothing
     code, _, err = finish(makemore("train", "toy.txt", *GRU, "--max-steps", "30", "--overwrite", "--out", "k", cwd=toy))
     assert code == 0, err
     assert sorted(p.name for p in run.iterdir()) == ["last.safetensors", "metrics.jsonl", "model.safetensors"]
@@ -193,6 +195,7 @@ def test_compile_falls_back_to_eager_when_it_cannot_compile(toy, monkeypatch):
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun is not installed")
+@pytest.mark.slow  # a subprocess or several: the fast tier (-m 'not slow') leaves it out
 def test_two_process_torchrun(toy):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")

@@ -67,6 +67,7 @@ def toy(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow  # a subprocess or several: the fast tier (-m 'not slow') leaves it out
 def test_a_second_training_into_a_busy_run_folder_is_refused_and_the_first_is_intact(toy):
     first = makemore("train", "toy.txt", *GRU, "--max-steps", "100000", "--eval-interval", "50", "--out", "same", cwd=toy)
     wait_until(lambda: len(evals(toy / "same")) >= 1, first)
@@ -86,6 +87,7 @@ def test_a_second_training_into_a_busy_run_folder_is_refused_and_the_first_is_in
     assert code == 0, err  # and the folder is free again
 
 
+@pytest.mark.slow  # a subprocess or several: the fast tier (-m 'not slow') leaves it out
 def test_a_lock_left_by_a_killed_training_is_taken_over(toy):
     proc = makemore("train", "toy.txt", *GRU, "--max-steps", "100000", "--eval-interval", "50", "--out", "k", cwd=toy)
     wait_until(lambda: (toy / "k" / ".lock").exists() and evals(toy / "k"), proc)
@@ -97,6 +99,7 @@ def test_a_lock_left_by_a_killed_training_is_taken_over(toy):
     assert sorted(p.name for p in (toy / "k").iterdir()) == ["last.safetensors", "metrics.jsonl", "model.safetensors"]
 
 
+@pytest.mark.slow  # a subprocess or several: the fast tier (-m 'not slow') leaves it out
 def test_kills_during_resumes_never_let_a_worse_model_replace_a_better_one(toy):
     """Each round resumes the run, waits for some evaluations, and kills it with SIGKILL at a seeded
     moment: the model on disk must only ever get better, whatever the last state knew."""
@@ -107,7 +110,7 @@ def test_kills_during_resumes_never_let_a_worse_model_replace_a_better_one(toy):
     assert code == 0, err
     history = [saved_val(run)]
     killed_after_improving = 0
-    for round_ in range(5):
+    for round_ in range(4):
         before = saved_val(run)
         n_evals = len(evals(run))
         proc = makemore("train", "--resume", "r", "--max-steps", "100000", cwd=toy)
@@ -126,6 +129,7 @@ def test_kills_during_resumes_never_let_a_worse_model_replace_a_better_one(toy):
     assert checkpoint.load(run / checkpoint.LAST)  # every file loads
 
 
+@pytest.mark.slow  # a subprocess or several: the fast tier (-m 'not slow') leaves it out
 def test_resume_from_another_folder_keeps_the_data_path(toy):
     assert runner.invoke(app, ["train", str(toy / "toy.txt"), *GRU, "--max-steps", "20", "--eval-interval", "10",
                                "--out", str(toy / "ws" / "run")]).exit_code == 0
@@ -162,6 +166,7 @@ def mount_tmpfs(path: Path, size: str) -> bool:
     return done.returncode == 0
 
 
+@pytest.mark.slow  # a subprocess or several: the fast tier (-m 'not slow') leaves it out
 def test_a_full_disk_names_the_file_and_loses_nothing(toy):
     disk = toy / "small"
     if not mount_tmpfs(disk, "64k"):
@@ -186,6 +191,7 @@ def test_a_full_disk_names_the_file_and_loses_nothing(toy):
         subprocess.run(["umount", str(disk)], capture_output=True)
 
 
+@pytest.mark.slow  # a subprocess or several: the fast tier (-m 'not slow') leaves it out
 def test_a_terminal_that_cannot_show_a_character_gets_an_escape(toy):
     (toy / "fr.txt").write_text("\n".join(["josé", "rené", "chloé", "zoë", "anaïs", "noé", "léa", "maëlle"] * 3))
     assert runner.invoke(app, ["train", str(toy / "fr.txt"), "--type", "bigram", "--max-steps", "50", "--out", str(toy / "fr")]).exit_code == 0

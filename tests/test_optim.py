@@ -135,6 +135,7 @@ def ddp_worker(rank: int, port: int, out: str):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # a subprocess or several: the fast tier (-m 'not slow') leaves it out
 def test_ddp_averages_gradients_into_the_flat_buffer(tmp_path):
     """DDP copies the averaged gradients into each parameter's .grad: here, the optimizer's buffer."""
     import socket

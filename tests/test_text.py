@@ -65,6 +65,7 @@ def test_evaluation_is_deterministic(tmp_path):
     assert evaluate(model, prep.splits["val"]) == evaluate(model, prep.splits["val"])
 
 
+@pytest.mark.slow  # every type trains for seconds: the fast tier (-m 'not slow') leaves it out
 @pytest.mark.parametrize("model_type", TYPES)
 def test_every_type_learns_and_samples_running_text(model_type, tmp_path):
     path = tmp_path / "p.txt"
