@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from makemore import checkpoint, data, distributed, models
+from makemore import plot as plotting
 from makemore import compare as comparison
 from makemore import run as runs
 from makemore import sample as generate
@@ -456,8 +457,6 @@ def plot(
     json: JsonOpt = False,
 ):
     """Draw the loss curves of one or several runs into one PNG and print a summary table."""
-    from makemore import plot as plotting
-
     check_output(output, "plot", inputs=runs_, kind="png")
     summaries = [plotting.summarize(run) for run in runs_]
     for s in summaries:

@@ -55,7 +55,7 @@ def count_params(build) -> int:
 
 class _NoInit(TorchFunctionMode):
     """Skips the random initialisation of parameters: on the meta device it would go through torch's
-    reference kernels, whose first use imports torch._dynamo (1.2 s of every `makemore train`)."""
+    reference kernels, whose first use imports torch._dynamo (a second of start-up)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

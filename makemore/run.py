@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,11 +65,8 @@ class Run:
         models.make_config(model_type, 1, 1, **(options or {}))  # bad options are refused before any data is read
         check_run_folder(folder, [data_path], overwrite)
         lock = claim(folder, rank)
-        try:
+        with released_on_error(lock):
             dataset = data.prepare(data_path, cfg.seed, tokenizer_path, mode, block_size)
-        except BaseException:
-            lock.release()
-            raise
         return cls.new(folder, dataset, model_type, cfg, options, overwrite, rank, lock)
 
     @classmethod
@@ -76,14 +74,9 @@ class Run:
             overwrite: bool = False, rank: Rank = SINGLE, lock: RunLock | None = None) -> Run:
         """A new model of `model_type` on `dataset`, in `folder` (cleared of an earlier run's state)."""
         lock = lock or claim(folder, rank)
-        try:
+        with released_on_error(lock):
             config = model_config(model_type, dataset, options, cfg.batch_size)
-            if rank.main:
-                lock.acquire()
-                start_fresh(folder, overwrite)
-        except BaseException:
-            lock.release()
-            raise
+            start_fresh(folder, lock, rank, overwrite)
         torch.manual_seed(cfg.seed)
         model = models.build(model_type, config)
         return cls(folder, dataset, model_type, model, resolve(cfg, type(model), type(dataset)), lock=lock)
@@ -95,14 +88,9 @@ class Run:
         source = checkpoint.load(source_path)
         check_run_folder(folder, [data_path, source.path], overwrite)
         lock = claim(folder, rank)
-        try:
+        with released_on_error(lock):
             dataset = data.prepare(data_path, cfg.seed, mode=mode, block_size=source.model.config.block_size, tok=source.tokenizer)
-            if rank.main:
-                lock.acquire()
-                start_fresh(folder, overwrite)
-        except BaseException:
-            lock.release()
-            raise
+            start_fresh(folder, lock, rank, overwrite)
         return cls(folder, dataset, source.model_type, source.model, resolve(cfg, type(source.model), type(dataset)),
                    origin=str(Path(source.path).resolve()), lock=lock)
 
@@ -115,11 +103,8 @@ class Run:
         folder = folder if folder.is_dir() else folder.parent
         check_run_folder(folder, [], overwrite=True)
         lock = claim(folder, rank)
-        try:
+        with released_on_error(lock):
             return cls._resume(folder, data_path, max_steps, max_seconds, device, lock)
-        except BaseException:
-            lock.release()
-            raise
 
     @classmethod
     def _resume(cls, folder: Path, data_path, max_steps, max_seconds, device: str, lock: RunLock) -> Run:
@@ -244,9 +229,23 @@ def claim(folder: Path, rank: Rank) -> RunLock:
     return lock
 
 
-def start_fresh(folder: Path, overwrite: bool) -> None:
-    """A new training's first act in its locked folder: check it again (another training may have
-    finished there meanwhile) and clear an earlier run's state and curves."""
+@contextmanager
+def released_on_error(lock: RunLock) -> Iterator[None]:
+    """The lock is let go if the block fails (a run that never starts holds no folder)."""
+    try:
+        yield
+    except BaseException:
+        lock.release()
+        raise
+
+
+def start_fresh(folder: Path, lock: RunLock, rank: Rank, overwrite: bool) -> None:
+    """A new training's first act in its folder, now that the data is read: take the lock (rank 0),
+    check the folder again (another training may have finished there meanwhile) and clear an
+    earlier run's state and curves."""
+    if not rank.main:
+        return
+    lock.acquire()
     check_unused(folder, overwrite)
     for name in (checkpoint.LAST, METRICS):
         (folder / name).unlink(missing_ok=True)

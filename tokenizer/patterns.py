@@ -5,7 +5,7 @@ exactly as we do. They need the `regex` package (possessive quantifiers, \\p{L})
 split: the whole text is one chunk (a "basic" tokenizer, fine for small texts only).
 
 Text that is all ASCII (most code and English prose) is split by each pattern's ASCII twin in
-Python's own `re` instead, 2-3x faster (tinyshakespeare: 0.09 vs 0.19-0.25 s): on ASCII, \\p{L} is
+Python's own `re` instead, several times faster (docs/performance.md, BPE): on ASCII, \\p{L} is
 [A-Za-z], \\p{N} is [0-9] and `regex`'s \\s is [\\t\\n\\v\\f\\r ] (`re`'s \\s also takes \\x1c-\\x1f, so
 the twins spell the class out). The chunks are the same (a property test checks); `re` has
 possessive quantifiers from Python 3.11, so earlier Pythons always use `regex`.

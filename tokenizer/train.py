@@ -56,9 +56,8 @@ def count_chunks(blocks: Iterable[str], pattern: str | None) -> Counter:
     return counts
 
 
-# below this, starting a second process costs more than it saves: forking one takes ~50 ms (measured,
-# 2-core EPYC: tinyshakespeare, 1.1 MB, counted in 0.24 s by one process, 0.19 s by two); spawning
-# one (where there is no fork) re-imports everything
+# below this, starting a second process costs more than it saves (forking one takes tens of
+# milliseconds; docs/performance.md, BPE); spawning one (where there is no fork) re-imports everything
 PARALLEL_MIN_BYTES = (1 << 20) if hasattr(os, "fork") else (8 << 20)
 
 

@@ -104,8 +104,8 @@ class LanguageModel(nn.Module):
 @contextmanager
 def onednn(enabled: bool) -> Iterator[None]:
     """Torch's oneDNN CPU kernels on (if they were) or off for a while. They are much faster for
-    `nn.LSTM`, but their GELU costs a fixed ~6 µs setup per call: the transformer trains 5% faster
-    without them, and a one-position decoding step runs 25% faster. Same function either way: the
+    `nn.LSTM`, but their GELU has a fixed setup cost per call that small transformer steps and
+    one-position decoding steps feel (docs/performance.md, oneDNN). Same function either way: the
     results differ in rounding only."""
     before = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = enabled and before

@@ -42,6 +42,8 @@ class GRU(RecurrentLM):
 
 class GRUThroughTime(torch.autograd.Function):
     """The GRU above over T steps, with backpropagation through time written out.
+    Why by hand: autograd through torch's kernel records a dozen nodes a position (bench/handwritten.py:
+    1.53x a names gru step; tests/test_recurrent.py checks the gradients against torch's).
 
     Forward keeps r, z, n and W_hn h + b_hn of every step. Backward, from the last step to the
     first, with dh the gradient reaching h' = n + z (h - n):

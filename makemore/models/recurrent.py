@@ -70,8 +70,8 @@ class RecurrentLM(LanguageModel):
 
     def through_time(self, idx: torch.Tensor, state: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
         """All hidden states after tokens `idx` (B, T), time first (T, B, H), by a recurrence whose
-        backward pass is written out (rnn, gru); None where torch's kernel is used for training too (lstm: oneDNN's,
-        which beat a written-out LSTM backward on names, 3.6 against 4.4 ms a step, 2026-12-01).
+        backward pass is written out (rnn, gru); None where torch's kernel is used for training too (lstm: oneDNN's
+        beat a written-out LSTM backward on names, docs/performance.md: do not write it again blindly).
         On a CPU, autograd through torch's kernel records a dozen nodes per position; the written-out
         backward is a few fused operations per position and one matrix product for W_hh at the end."""
         return None

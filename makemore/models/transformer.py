@@ -31,8 +31,8 @@ class TransformerConfig(ModelConfig):
     n_layer: int = 4  # blocks
     n_head: int = 4  # attention heads per block
     n_embd: int = 64  # channels; must divide by n_head
-    dropout: float = 0.2  # on the embeddings and the attention and MLP outputs; 0 = off (names overfit without it: see README)
-    init: str = "torch"  # torch's default initialisation, or "gpt2" (N(0, 0.02); measured: better for text, worse for names)
+    dropout: float = 0.2  # on the embeddings and the attention and MLP outputs; 0 = off (names overfit without it: docs/models.md)
+    init: str = "torch"  # torch's default initialisation, or "gpt2" (N(0, 0.02): better for text, worse for names, docs/models.md)
     kind_defaults: ClassVar[dict] = {"text": {"n_embd": 128, "dropout": 0.0, "init": "gpt2"}}  # running text: more capacity, no overfitting in minutes
 
     def __post_init__(self):
@@ -73,7 +73,7 @@ class CausalSelfAttention(nn.Module):
         """x: (B*T, C), the positions of B rows one after another; the same shape back."""
         T, C = x.shape[0] // B, x.shape[1]
         # unbind, not indexing: its backward is one stack into qkv's layout (indexing a permuted
-        # view cost a zero fill, copies and an add per block: 4% of a names step)
+        # view costs a zero fill, copies and an add per block)
         q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(2))  # (B, H, T, hs)
         past = 0 if cache is None else cache.n
         if cache is not None:
@@ -113,9 +113,9 @@ def dropout_while_training(module: nn.Module, x: torch.Tensor, p: float) -> torc
 def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     """Inverted dropout (Srivastava et al. 2014): each number is zeroed with probability p, the rest
     scaled by 1 / (1 - p). The mask comes from 16 random bits per number, four to each 64-bit draw
-    of torch's generator; `F.dropout` draws a Bernoulli per number, which on CPU cost 8x more
-    (measured: 200 vs 40 µs forward and backward on a (32, 12, 64) batch, 10% of a names step).
-    p is kept to 1/65,536, and the expectation exactly."""
+    of torch's generator; `F.dropout` draws a Bernoulli per number, which costs several times more on
+    a CPU (bench/handwritten.py: 1.16x a names transformer step; tests/test_handwritten.py compares
+    the two). p is kept to 1/65,536, and the expectation exactly."""
     n = x.numel()
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
     bits = bits.view(torch.int16)[:n].view(x.shape)  # uniform on -32,768..32,767
@@ -137,7 +137,7 @@ class Transformer(LanguageModel):
     default_lr = 1e-3  # peak learning rate when --lr is not given (names: 1e-3 beat 2e-3 at 8,000 steps)
     kind_lr = {"text": 2e-3}  # running text (docs/performance.md, tinyshakespeare)
     packs = True  # trains on packed rows (see `forward`)
-    onednn = False  # torch's own GELU: oneDNN's costs a fixed setup per call (names: 5% faster steps)
+    onednn = False  # torch's own GELU: oneDNN's costs a fixed setup per call (docs/performance.md, oneDNN)
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -173,7 +173,7 @@ class Transformer(LanguageModel):
             first = j - pos  # where each id's item starts in its row
             seen = (j[None, None, :] >= first[:, :, None]) & (j[None, None, :] <= j[None, :, None])  # (B, T, T)
             mask = x.new_zeros(B, 1, T, T).masked_fill_(~seen[:, None], float("-inf"))  # additive: SDPA would convert a bool one per call
-        x = dropout_while_training(self, x, self.config.dropout)  # on the embeddings too (names: test 1.904 vs 1.924 without, README)
+        x = dropout_while_training(self, x, self.config.dropout)  # on the embeddings too (better names test loss, docs/models.md)
         x = x.view(B * T, -1)  # the blocks work on positions one after another: 2-D linears take no reshapes
         for i, block in enumerate(self.blocks):
             x = block(x, B, caches[i] if caches else None, mask)  # (B*T, C)
