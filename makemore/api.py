@@ -70,7 +70,7 @@ def train(data_path: str | Path | None = None, *, type: str = "transformer", out
     if unknown:
         raise MakemoreError(f"`{unknown[0]}`: not a training option; they are {', '.join(TrainConfig.__dataclass_fields__)}")
     cfg = TrainConfig(**train_options | {"device": resolve_device(train_options.get("device", "cpu"))})
-    folder = Path(out) if out is not None else checkpoint.DEFAULT_DIR / f"{'names' if data_path is None else Path(data_path).stem}-{type}"
+    folder = Path(out) if out is not None else runs.default_folder(data_path, type)
     with runs.Run.fresh(folder, data_path, type, cfg, options, tokenizer, mode, block_size, overwrite) as run:
         fitted = run.fit(on_event)
     return Model(fitted.checkpoint)

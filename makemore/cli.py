@@ -32,7 +32,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 app.add_typer(tokenizer_cli.app, name="tokenizer", help="Train and apply byte-level BPE tokenizers (also the `tokenizer` command).")
 out = Console(highlight=False, markup=False, soft_wrap=True)
 
-DataFile = Annotated[Optional[Path], typer.Argument(metavar="[DATA]", help="UTF-8 text: one item per line, or running text (default: the built-in names).", show_default=False)]
+DataFile = Annotated[Optional[Path], typer.Argument(metavar="[DATA]", help="UTF-8 text: one item per line, or running text; or a built-in set: names (the default), shakespeare, census (see `makemore data`).", show_default=False)]
 ModeOpt = Annotated[str, typer.Option(help="lines (one item per line), text (one running text) or auto (decide from the file).")]
 BlockSizeOpt = Annotated[Optional[int], typer.Option(help=f"Context in tokens (text mode default {data.TEXT_BLOCK_SIZE}; lines mode: the longest item + 1).")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint file or run folder (default: the latest run in checkpoints/).")]
@@ -88,11 +88,6 @@ def training_progress(console: Console, quiet_evals: bool = False):
     return progress, track
 
 
-def run_dir(data_path: Path | None, model_type: str) -> Path:
-    """checkpoints/<data>-<type>: where a run goes when no --out is given."""
-    return checkpoint.DEFAULT_DIR / f"{'names' if data_path is None else Path(data_path).stem}-{model_type}"
-
-
 @app.command()
 @clean_errors(MakemoreError)
 def train(
@@ -134,10 +129,10 @@ def train(
     if resume:
         run = runs.Run.resume(resume, data_path, max_steps, max_seconds, dev, rank)
     elif init_from:
-        folder = out_dir or run_dir(data_path, checkpoint.load(init_from).model_type)
+        folder = out_dir or runs.default_folder(data_path, checkpoint.load(init_from).model_type)
         run = runs.Run.fine_tune(folder, init_from, data_path, cfg, mode, overwrite, rank)
     else:
-        run = runs.Run.fresh(out_dir or run_dir(data_path, type or "transformer"), data_path, type or "transformer", cfg,
+        run = runs.Run.fresh(out_dir or runs.default_folder(data_path, type or "transformer"), data_path, type or "transformer", cfg,
                              parse_settings(settings), tokenizer_path, mode, block_size, overwrite, rank)
     with run:
         fitted = fit_with_progress(run, rank, compile)
@@ -426,7 +421,7 @@ def compare(
     """Train several model types on one split with one budget and seed; print a leaderboard."""
     cfg = TrainConfig(max_steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr, eval_interval=eval_interval,
                       seed=seed, device=resolve_device(device), ema=TrainConfig.ema if ema is None else ema)
-    folder = out_dir or checkpoint.DEFAULT_DIR / f"compare-{'names' if data_path is None else Path(data_path).stem}"
+    folder = out_dir or checkpoint.DEFAULT_DIR / f"compare-{data.stem(data_path)}"
     chosen = comparison.check(types, folder, data_path, overwrite)
     dataset = data.prepare(data_path, seed, tokenizer_path, mode, block_size)
     for t in chosen:
@@ -474,6 +469,21 @@ def plot(
                       f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-", f"{r['wall_s']:.1f}")
     out.print(table)
     stderr.print(f"wrote {output}")
+
+
+@app.command("data")
+@clean_errors(MakemoreError)
+def data_(json: JsonOpt = False):
+    """The data sets built into makemore, usable by name in place of a file (a file of that name wins)."""
+    rows = [{"name": name, "what": b.what, "bytes": len(data.builtin_bytes(name)), "source": b.source, "licence": b.licence}
+            for name, b in data.BUILTINS.items()]
+    if json:
+        print_json(rows)
+        return
+    table = Table("name", "what", "size", "source", "licence")
+    for r in rows:
+        table.add_row(r["name"], r["what"], f"{r['bytes'] / 1e6:.2f} MB", r["source"], r["licence"])
+    out.print(table)
 
 
 def number(x, digits: int = 4) -> str:

@@ -38,7 +38,6 @@ from tokenizer import EOT, CharTokenizer, Tokenizer, TokenizerError
 from safeio import raises
 from safeio.files import decode_text, read_input, shown
 
-BUILTIN = "builtin:names"  # the data set used when no file is given
 MIN_ITEMS = 10  # lines mode: fewer items leave nothing to validate on
 MAX_ITEM_TOKENS = 2048  # lines mode: a longer line is surely not an item (use text mode)
 TEXT_BLOCK_SIZE = 128  # text mode's default context, in tokens
@@ -61,20 +60,61 @@ class Source:
     text: str
     name: str
     sha256: str
-    path: str = BUILTIN
+    path: str  # absolute, or builtin:<name>
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A data set shipped in the package (`makemore/data/<file>`), used by its name in place of a path."""
+
+    file: str
+    what: str
+    source: str
+    licence: str
+
+
+BUILTINS = {
+    "names": Builtin("names.txt", "32,033 US baby names (the lectures' names.txt); the default",
+                     "US Social Security Administration, via karpathy/makemore", "public domain"),
+    "shakespeare": Builtin("shakespeare.txt", "40,000 lines of Shakespeare's plays (the lectures' tinyshakespeare)",
+                           "karpathy/char-rnn", "public domain"),
+    "census": Builtin("census.txt", "5,163 first names of the US Census 1990",
+                      "US Census Bureau, via the names package", "public domain"),
+}
+BUILTIN = "builtin:names"  # the data set used when no file is given, as a run records it
+
+
+def builtin_name(path: str | Path | None) -> str | None:
+    """The built-in set that `path` names, if any: None is the default; `builtin:X` is how a run
+    records X; a bare name (`shakespeare`) counts only where no such file exists (a path wins)."""
+    if path is None:
+        return "names"
+    text = str(path)
+    if text.startswith("builtin:") and text[8:] in BUILTINS:
+        return text[8:]
+    return text if text in BUILTINS and not Path(text).exists() else None
+
+
+def builtin_bytes(name: str) -> bytes:
+    return resources.files("makemore").joinpath(f"data/{BUILTINS[name].file}").read_bytes()
 
 
 @raises(MakemoreError)
 def read_source(path: str | Path | None) -> Source:
-    """The text of a data file (or the built-in names); binary, UTF-16 and non-UTF-8 files are errors."""
-    builtin = path is None or str(path) == BUILTIN
-    name = BUILTIN if builtin else str(path)
-    raw = resources.files("makemore").joinpath("data/names.txt").read_bytes() if builtin else read_input(path, "file")
+    """The text of a data file (or a built-in set); binary, UTF-16 and non-UTF-8 files are errors."""
+    builtin = builtin_name(path)
+    name = f"builtin:{builtin}" if builtin else str(path)
+    raw = builtin_bytes(builtin) if builtin else read_input(path, "file")
     text = decode_text(raw, name, "UTF-8 text")
     if not text.strip():
         raise MakemoreError(f"{name}: empty file (no non-blank lines)")
-    where = name if name == BUILTIN else str(Path(path).resolve())
+    where = name if builtin else str(Path(path).resolve())
     return Source(normalize(text), name, hashlib.sha256(raw).hexdigest(), where)
+
+
+def stem(path: str | Path | None) -> str:
+    """What a run on `path` is called in checkpoints/ (names-transformer, shakespeare-gru, my-list-mlp)."""
+    return builtin_name(path) or Path(path).stem
 
 
 def lines_of(text: str) -> tuple[list[str], list[int]]:
@@ -558,6 +598,8 @@ def source_of(record: dict | None, where: str) -> Source:
     if not record:
         raise MakemoreError(f"{where}: the checkpoint has no record of its data; pass a FILE to evaluate on")
     src = read_source(record.get("path", record["name"]))
+    if src.sha256 != record["sha256"] and src.path.startswith("builtin:"):  # a built-in set renamed since
+        src = next((s for s in map(read_source, (f"builtin:{k}" for k in BUILTINS)) if s.sha256 == record["sha256"]), src)
     if src.sha256 != record["sha256"]:
         raise MakemoreError(f"{src.name}: the file has changed since the model was trained on it; pass a FILE to evaluate on")
     return src

@@ -205,6 +205,11 @@ class Run:
         return Fitted(ckpt, result, test_loss, bpc)
 
 
+def default_folder(data_path: str | Path | None, model_type: str) -> Path:
+    """checkpoints/<data>-<type>: where a run goes when no folder is named."""
+    return checkpoint.DEFAULT_DIR / f"{data.stem(data_path)}-{model_type}"
+
+
 def check_run_folder(folder: Path, inputs: list, overwrite: bool = False) -> None:
     """Before any data is read: `folder` can be a run folder, its checkpoint is none of the `inputs`,
     and it holds no model unless `overwrite` says to replace it."""

@@ -253,3 +253,16 @@ def test_compare_ranks_types_and_writes_report(in_tmp, toy_file):
 
 def test_compare_rejects_unknown_types(in_tmp, toy_file):
     one_line_error(run("compare", toy_file, "--types", "mlp,gpt"), "unknown model type 'gpt'")
+
+
+def test_data_lists_the_built_in_sets_and_train_takes_them_by_name(in_tmp):
+    listed = json.loads(run("data", "--json").stdout)
+    assert [r["name"] for r in listed] == ["names", "shakespeare", "census"]
+    assert all(r["bytes"] > 10_000 and r["licence"] and r["source"] for r in listed)
+    result = run("train", "shakespeare", "--type", "bigram", "--max-steps", "10", "--eval-interval", "10", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["checkpoint"] == "checkpoints/shakespeare-bigram/model.safetensors"
+    assert "builtin:shakespeare: text mode" in result.stderr
+    info = json.loads(run("info", "checkpoints/shakespeare-bigram", "--json").stdout)
+    assert info["training"]["data"]["path"] == "builtin:shakespeare"
+    assert run("eval", "-c", "checkpoints/shakespeare-bigram").exit_code == 0  # the test split, found again by name

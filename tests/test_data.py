@@ -49,11 +49,18 @@ def test_missing_file_and_directory(tmp_path):
         data.read_items(tmp_path)
 
 
-def test_builtin_names_load():
+def test_builtin_sets_load_by_name_and_a_file_of_that_name_wins(tmp_path, monkeypatch):
     items, name, _ = data.read_items(None)
-    assert name == data.BUILTIN and len(items) > 5000
-    assert items[0] == "mary" and all(s == s.lower() and s.strip() == s for s in items)
-    assert len(set(items)) == len(items)
+    assert name == data.BUILTIN and len(items) == 32_033  # the lectures' names.txt
+    assert items[:3] == ["emma", "olivia", "ava"] and all(s == s.lower() and s.strip() == s for s in items)
+    assert data.read_items("names")[0] == items
+    assert len(data.read_items("census")[0]) == 5163
+    shakespeare = data.read_source("shakespeare")
+    assert shakespeare.text.startswith("First Citizen:") and shakespeare.path == "builtin:shakespeare"
+    assert data.detect_mode(shakespeare.text)[0] == "text"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shakespeare").write_text("\n".join(["kari", "moto"] * 10))
+    assert data.read_items("shakespeare")[1] == "shakespeare"  # a path that exists wins over a built-in name
 
 
 def test_split_is_deterministic_disjoint_and_complete():
