@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -20,6 +21,7 @@ from makemore import plot as plotting
 from makemore import compare as comparison
 from makemore import run as runs
 from makemore import sample as generate
+from makemore import threads as threads_
 from makemore.errors import MakemoreError
 from makemore.sample import Output, Piece, Request, Sampling
 from makemore.train import Diverged, Eval, Step, TrainConfig, resolve_device
@@ -45,7 +47,8 @@ BatchSize = Annotated[Optional[int], typer.Option(help="Items (lines mode, defau
 LearningRate = Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the model type's own).")]
 EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of train and val loss.")]
 Ema = Annotated[Optional[float], typer.Option(help=f"Evaluate and save a moving average of the weights with this decay (default {TrainConfig.ema}); 0 = off.", show_default=False)]
-RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "compile", "json", "resume", "data_path")  # all else is the run's own
+Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: chosen, and while training tuned to what is faster now; also MAKEMORE_THREADS).", show_default=False)]
+RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "threads", "compile", "json", "resume", "data_path")  # all else is the run's own
 
 
 def parse_settings(settings: list[str]) -> dict[str, str]:
@@ -65,18 +68,19 @@ def training_progress(console: Console, quiet_evals: bool = False):
     progress = Progress(
         TextColumn("[bold]{task.description:>11}"), BarColumn(), TextColumn("step {task.fields[step]}"),
         TextColumn("loss {task.fields[loss]}"), TextColumn("val {task.fields[val]}"),
-        TextColumn("{task.fields[speed]} steps/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+        TextColumn("{task.fields[speed]} steps/s"), TextColumn("{task.fields[threads]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         console=console,
     )
 
     def track(description: str):
-        task = progress.add_task(description, total=1.0, step=0, loss="-", val="-", speed="-")
+        task = progress.add_task(description, total=1.0, step=0, loss="-", val="-", speed="-", threads="")
 
         def on_event(event: Step | Eval) -> None:
             if isinstance(event, Step):
                 if event.step % 10 == 0:
                     speed = f"{event.step / event.elapsed:.0f}" if event.elapsed else "-"
-                    progress.update(task, completed=event.progress, step=event.step, loss=f"{event.loss:.3f}", speed=speed)
+                    progress.update(task, completed=event.progress, step=event.step, loss=f"{event.loss:.3f}", speed=speed,
+                                    threads=f"{event.threads} thread{'s' if event.threads > 1 else ''}")
             else:
                 progress.update(task, val=f"{event.val_loss:.3f}")
                 if not quiet_evals:
@@ -112,7 +116,8 @@ def train(
     early_stop: Annotated[Optional[int], typer.Option(help="Stop after N evaluations without a better val loss.")] = None,
     ema: Ema = None,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (falls back to eager mode where it cannot).")] = False,
-    deterministic: Annotated[bool, typer.Option(help="torch's deterministic algorithms: the same seed gives byte-identical files.")] = False,
+    deterministic: Annotated[bool, typer.Option(help="torch's deterministic algorithms and a fixed thread count: the same seed gives byte-identical files.")] = False,
+    threads: Threads = None,
     json: JsonOpt = False,
 ):
     """Train a model on FILE (default: the built-in names) and save the best checkpoint."""
@@ -125,9 +130,9 @@ def train(
     dev = distributed.device_for(rank, resolve_device(device))
     cfg = TrainConfig(max_steps=5000 if max_steps is None else max_steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
                       eval_interval=eval_interval, seed=seed, device=dev, early_stop=early_stop, deterministic=deterministic,
-                      ema=TrainConfig.ema if ema is None else ema)
+                      ema=TrainConfig.ema if ema is None else ema, threads=thread_count(threads))
     if resume:
-        run = runs.Run.resume(resume, data_path, max_steps, max_seconds, dev, rank)
+        run = runs.Run.resume(resume, data_path, max_steps, max_seconds, dev, rank, thread_count(threads))
     elif init_from:
         folder = out_dir or runs.default_folder(data_path, checkpoint.load(init_from).model_type)
         run = runs.Run.fine_tune(folder, init_from, data_path, cfg, mode, overwrite, rank)
@@ -138,6 +143,11 @@ def train(
         fitted = fit_with_progress(run, rank, compile)
     if rank.main:
         render_fitted(run, fitted, rank, json)
+
+
+def thread_count(threads: int | None) -> int | None:
+    """--threads, else MAKEMORE_THREADS, else None (chosen): checked, not yet applied."""
+    return threads_.requested(threads)
 
 
 def refuse_given(ctx: typer.Context, allowed: tuple[str, ...], what: str, hint: str) -> None:
@@ -178,6 +188,7 @@ def render_fitted(run: runs.Run, fitted: runs.Fitted, rank, json: bool) -> None:
         "seconds": round(result.elapsed, 1), "steps_per_second": round(result.steps_per_second, 1),
         "best_val_loss": result.best_val_loss, "test_loss": fitted.test_loss,
         "stopped": result.stopped, "world_size": rank.world, "global_batch_size": run.cfg.batch_size * rank.world,
+        "threads": torch.get_num_threads(),
     }
     if json:
         print_json(summary)
@@ -249,10 +260,12 @@ def sample(
     stream: Annotated[Optional[bool], typer.Option(help="Text mode: print text as it is made (default: on).", show_default=False)] = None,
     cache: Annotated[bool, typer.Option(help="Incremental decoding (KV cache / carried state); --no-cache reruns the whole context.")] = True,
     device: DeviceOpt = "cpu",
+    threads: Threads = None,
     json: JsonOpt = False,
 ):
     """New items (lines mode) or a stream of text (text mode) from a trained model."""
     s = Sampling(temperature, top_k, top_p, min_p)
+    threads_.start(threads)
     ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
     kind = data.kind_of(ckpt.training.data)
     data.refuse_options(kind, {"min_len": min_len, "max_len": max_len is not None, "novel_only": novel_only,
@@ -307,9 +320,11 @@ def score(
     sort: Annotated[bool, typer.Option(help="Likeliest first.")] = False,
     tokens: Annotated[bool, typer.Option(help="Show each token's log-probability.")] = False,
     device: DeviceOpt = "cpu",
+    threads: Threads = None,
     json: JsonOpt = False,
 ):
     """Log-probability of each string under the model (lines mode: as a whole item), and bits per character."""
+    threads_.start(threads)
     ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
     texts, where = score_inputs(strings, file)
     rows, failed = [], 0
@@ -352,9 +367,11 @@ def score_inputs(strings: list[str] | None, file: Path | None) -> tuple[list[str
 def eval_(
     data_path: Annotated[Optional[Path], typer.Argument(metavar="[DATA]", help="Evaluate on this file (default: the checkpoint's test split).", show_default=False)] = None,
     checkpoint_path: CheckpointOpt = None,
+    threads: Threads = None,
     json: JsonOpt = False,
 ):
     """Loss (nats/token), perplexity and bits per character on the test split, or on FILE."""
+    threads_.start(threads)
     result = runs.evaluate(open_checkpoint(checkpoint_path), data_path)
     if json:
         print_json(result)
@@ -416,11 +433,12 @@ def compare(
     mode: ModeOpt = "auto",
     block_size: BlockSizeOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Train again into a compare folder that already holds these types' models.")] = False,
+    threads: Threads = None,
     json: JsonOpt = False,
 ):
     """Train several model types on one split with one budget and seed; print a leaderboard."""
     cfg = TrainConfig(max_steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr, eval_interval=eval_interval,
-                      seed=seed, device=resolve_device(device), ema=TrainConfig.ema if ema is None else ema)
+                      seed=seed, device=resolve_device(device), ema=TrainConfig.ema if ema is None else ema, threads=thread_count(threads))
     folder = out_dir or checkpoint.DEFAULT_DIR / f"compare-{data.stem(data_path)}"
     chosen = comparison.check(types, folder, data_path, overwrite)
     dataset = data.prepare(data_path, seed, tokenizer_path, mode, block_size)

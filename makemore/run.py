@@ -96,7 +96,7 @@ class Run:
 
     @classmethod
     def resume(cls, folder: Path, data_path: str | Path | None = None, max_steps: int | None = None,
-               max_seconds: float | None = None, device: str = "cpu", rank: Rank = SINGLE) -> Run:
+               max_seconds: float | None = None, device: str = "cpu", rank: Rank = SINGLE, threads: int | None = None) -> Run:
         """Continue the run in `folder` from its last state, with its own options; the budgets may grow."""
         if not folder.exists():
             raise MakemoreError(f"`resume` {folder}: no such run folder")
@@ -104,10 +104,10 @@ class Run:
         check_run_folder(folder, [], overwrite=True)
         lock = claim(folder, rank)
         with released_on_error(lock):
-            return cls._resume(folder, data_path, max_steps, max_seconds, device, lock)
+            return cls._resume(folder, data_path, max_steps, max_seconds, device, lock, threads)
 
     @classmethod
-    def _resume(cls, folder: Path, data_path, max_steps, max_seconds, device: str, lock: RunLock) -> Run:
+    def _resume(cls, folder: Path, data_path, max_steps, max_seconds, device: str, lock: RunLock, threads: int | None) -> Run:
         last = folder / checkpoint.LAST
         if not last.is_file():
             raise MakemoreError(f"`resume` {folder}: no {checkpoint.LAST} there: nothing to resume (train it without `resume`)")
@@ -119,7 +119,7 @@ class Run:
         if data_path is not None and data.read_source(data_path).sha256 != rec.data["sha256"]:
             raise MakemoreError(f"`resume` {folder}: {data_path} is not the data this run was trained on ({stored}); "
                                 f"to train on other data, use `init_from`")
-        budgets = {k: v for k, v in (("max_steps", max_steps), ("max_seconds", max_seconds)) if v is not None}
+        budgets = {k: v for k, v in (("max_steps", max_steps), ("max_seconds", max_seconds), ("threads", threads)) if v is not None}
         try:
             cfg = TrainConfig(**rec.options | {"device": device} | budgets)
         except TypeError as e:

@@ -33,6 +33,7 @@ from makemore.distributed import SINGLE, Rank
 from makemore.errors import MakemoreError
 from makemore.models.base import LanguageModel, onednn
 from makemore.optim import AdamW
+from makemore.threads import Tuner
 from safeio.files import shown
 
 
@@ -69,10 +70,11 @@ class TrainConfig:
     early_stop: int | None = None  # stop after this many evaluations without a better val loss
     deterministic: bool = False  # torch's deterministic algorithms; no timings in the checkpoint (byte-identical files)
     pack: bool = True  # lines mode: a batch's items packed into full rows, for the models that can (the transformer)
+    threads: int | None = None  # CPU threads; None: chosen, and tuned while training (`threads.Tuner`)
     device: str = "cpu"  # resolved device, see `resolve_device`
 
     def __post_init__(self):
-        for name in ("max_steps", "batch_size", "eval_interval", "eval_items", "early_stop"):
+        for name in ("max_steps", "batch_size", "eval_interval", "eval_items", "early_stop", "threads"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise MakemoreError(f"`{name}` {getattr(self, name)}: must be at least 1")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
@@ -93,6 +95,7 @@ class Step:
     progress: float  # 0..1, by steps or time
     grad_norm: float = 0.0  # before clipping
     tokens: int = 0  # tokens in this step's batch, all ranks together
+    threads: int = 1  # CPU threads the step ran on
 
 
 @dataclass
@@ -249,6 +252,7 @@ def train(
         torch.set_rng_state(state.torch_rng)
     opt, gen = state.optimizer, state.generator
     packs = model.packs and cfg.pack
+    tuner = Tuner.for_training(cfg.threads, cfg.deterministic, rank.world) if cfg.device == "cpu" else None
     start = time.perf_counter() - state.elapsed
     state.stopped = ""
 
@@ -268,6 +272,7 @@ def train(
         if done or interrupted:
             state.stopped = "budget" if done else "interrupted"
             break
+        began = time.perf_counter()
         lr = learning_rate(cfg, state.step, progress)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -285,8 +290,11 @@ def train(
         opt.step(norm_tensor, cfg.grad_clip or math.inf)  # clipped to grad_clip within the update
         state.step += 1
         elapsed = time.perf_counter() - start
+        threads = torch.get_num_threads()
+        if tuner:
+            tuner.tick(time.perf_counter() - began)
         emit(Step(state.step, loss_value, lr, elapsed, min(progress_at(state.step, elapsed), 1.0), norm,
-                  int((y != IGNORE).sum()) * rank.world))
+                  int((y != IGNORE).sum()) * rank.world, threads))
     state.elapsed = time.perf_counter() - start
     state.torch_rng = torch.get_rng_state()
     state.latest_weights = copy.deepcopy(model.state_dict())

@@ -1,0 +1,117 @@
+"""Threads chosen for the machine as it is: robust when another process shares the CPU.
+
+torch runs an operation on several threads (OpenMP), and each operation ends at a barrier where all
+of them wait for the slowest. When another process keeps a core busy (a browser, a second training,
+a test suite), one of those threads is often not running, so each small operation waits for a time
+slice: a small model's step, hundreds of small operations, then runs several times slower on every
+core than on one (docs/performance.md, threads). Which count is faster depends on the model, the CPU
+and what else runs, and it changes while a run goes on, so training measures it:
+
+- `threads` given (`--threads N`, MAKEMORE_THREADS=N, or OpenMP's own OMP_NUM_THREADS=N): exactly N, always.
+- otherwise training starts on every core this process may use and a `Tuner` times its steps: now
+  and then it tries the other count (1, or every core) for a few steps and keeps whichever is
+  faster; a trial that is clearly slower stops at once, and trials back off while a count holds.
+- `--deterministic` fixes the count (float sums depend on it), as does torchrun: each of its
+  processes gets an equal share of the cores.
+Sampling, scoring and evaluation use the same setting, without trials (their work is short).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections import deque
+
+import torch
+
+from makemore.errors import MakemoreError
+
+ENV = "MAKEMORE_THREADS"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the system says, else all)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def requested(threads: int | None) -> int | None:
+    """The count asked for: the argument, else MAKEMORE_THREADS, else OMP_NUM_THREADS, else None (choose)."""
+    for var in (ENV, "OMP_NUM_THREADS"):
+        raw = os.environ.get(var, "").strip()
+        if threads is not None or not raw:
+            continue
+        if not raw.isdigit():
+            raise MakemoreError(f"{var}={raw[:20]!r}: expected a number of threads, such as 1")
+        threads = int(raw)
+    if threads is not None and not 1 <= threads <= 1024:
+        raise MakemoreError(f"`threads` {threads}: must be from 1 to 1024")
+    return threads
+
+
+def start(threads: int | None, world: int = 1) -> int:
+    """Set torch's thread count for a run and return it: the count asked for, else every usable core
+    (shared equally among the processes of a torchrun)."""
+    n = requested(threads) or max(1, usable_cores() // world)
+    torch.set_num_threads(n)
+    return n
+
+
+class Tuner:
+    """Keeps training on whichever of two thread counts gives faster steps now.
+
+    `tick(seconds)` after every step. Settled on a count, it keeps the last `window` step times;
+    every `gap` seconds it tries the other count: the first step of a trial is not timed (the
+    threads wake up), then up to `trial` steps; a trial whose steps are clearly slower (1.3x)
+    stops after three. The other count is kept when its mean step is at least 5% shorter (means,
+    not medians: waiting for a descheduled thread shows as a few long steps among short ones);
+    otherwise the tuner returns and waits twice as long before the next trial (at most `max_gap`).
+    """
+
+    def __init__(self, counts: tuple[int, int], window: int = 20, trial: int = 10, gap: float = 3.0, max_gap: float = 60.0):
+        self.counts, self.current = counts, counts[1]
+        self.window, self.trial, self.min_gap, self.max_gap = window, trial, gap, max_gap
+        self.gap, self.waited = gap, 0.0
+        self.times: deque[float] = deque(maxlen=window)
+        self.trying: list[float] | None = None  # step times of the other count, during a trial
+        self.switches = 0
+
+    @classmethod
+    def for_training(cls, threads: int | None, deterministic: bool, world: int) -> Tuner | None:
+        """A tuner where the count is free to change: not asked for, not deterministic, not under torchrun."""
+        n = start(threads, world)
+        if requested(threads) is not None or deterministic or world > 1 or n < 2:
+            return None
+        return cls((1, n))
+
+    @property
+    def other(self) -> int:
+        return self.counts[0] if self.current == self.counts[1] else self.counts[1]
+
+    def tick(self, seconds: float) -> None:
+        if self.trying is None:
+            self.times.append(seconds)
+            self.waited += seconds
+            if len(self.times) == self.window and self.waited >= self.gap:
+                self.trying = []
+                torch.set_num_threads(self.other)
+            return
+        self.trying.append(seconds)
+        timed = self.trying[1:]  # the first step of a trial wakes the threads up
+        base = statistics.fmean(self.times)
+        if len(timed) >= 3 and statistics.fmean(timed) > 1.3 * base:
+            self.end_trial(keep=False)
+        elif len(timed) >= self.trial:
+            self.end_trial(keep=statistics.fmean(timed) < 0.95 * base)
+
+    def end_trial(self, keep: bool) -> None:
+        if keep:
+            self.current, self.gap = self.other, self.min_gap
+            self.times.clear()
+            self.switches += 1
+        else:
+            self.gap = min(2 * self.gap, self.max_gap)
+        torch.set_num_threads(self.current)
+        self.trying, self.waited = None, 0.0
