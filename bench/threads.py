@@ -94,9 +94,11 @@ def main() -> None:
                     cell[(who, load)] = statistics.median(runs[who])
             rows.append((kind, model_type, cell))
             console.print(f"{kind} {model_type}: " + ", ".join(f"{w} {l} {v:.1f}" for (w, l), v in cell.items()))
-    table = Table(title=f"steps/s, {args.seconds:g} s runs, median of {args.rounds}; {describe(torch.backends.cpu.get_cpu_capability())}")
-    for col in ("kind", "type", "anchor idle", "anchor busy", "anchor busy/idle", "new idle", "new busy", "new busy/idle", "new/anchor idle"):
-        table.add_column(col, justify="left" if col in ("kind", "type") else "right")
+    console.print(f"steps/s, {args.seconds:g} s runs, median of {args.rounds}; {describe(torch.backends.cpu.get_cpu_capability())}; "
+                  f"anchor {args.anchor}; busy = beside one busy process")
+    table = Table()
+    for col in ("kind", "type", "anchor idle", "anchor busy", "busy/idle", "new idle", "new busy", "busy/idle ", "new/anchor idle"):
+        table.add_column(col, justify="left" if col in ("kind", "type") else "right", no_wrap=True)
     for kind, model_type, c in rows:
         table.add_row(kind, model_type, f"{c['anchor', 'idle']:.1f}", f"{c['anchor', 'busy']:.1f}",
                       f"{c['anchor', 'busy'] / c['anchor', 'idle']:.2f}", f"{c['new', 'idle']:.1f}", f"{c['new', 'busy']:.1f}",

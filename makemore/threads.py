@@ -59,21 +59,29 @@ def start(threads: int | None, world: int = 1) -> int:
     return n
 
 
+def typical(times) -> float:
+    """The mean step time without the longest step (one stall is not a trend)."""
+    ordered = sorted(times)
+    return statistics.fmean(ordered[:-1] if len(ordered) > 4 else ordered)
+
+
 class Tuner:
     """Keeps training on whichever of two thread counts gives faster steps now.
 
     `tick(seconds)` after every step. Settled on a count, it keeps the last `window` step times;
-    every `gap` seconds it tries the other count: the first step of a trial is not timed (the
-    threads wake up), then up to `trial` steps; a trial whose steps are clearly slower (1.3x)
-    stops after three. The other count is kept when its mean step is at least 5% shorter (means,
-    not medians: waiting for a descheduled thread shows as a few long steps among short ones);
+    once it has `least` of them it tries the other count, then again every `gap` seconds: the first
+    step of a trial is not timed (the threads wake up), then up to `trial` steps; a trial whose
+    steps are clearly slower (1.3x) stops after three. The other count is kept when its steps are
+    at least 10% shorter, on average without the longest one (means, not medians: waiting for a
+    descheduled thread shows as many long steps among short ones; but one stall is not a trend);
     otherwise the tuner returns and waits twice as long before the next trial (at most `max_gap`).
     """
 
-    def __init__(self, counts: tuple[int, int], window: int = 20, trial: int = 10, gap: float = 3.0, max_gap: float = 60.0):
+    def __init__(self, counts: tuple[int, int], window: int = 20, least: int = 8, trial: int = 10, gap: float = 3.0,
+                 max_gap: float = 60.0):
         self.counts, self.current = counts, counts[1]
-        self.window, self.trial, self.min_gap, self.max_gap = window, trial, gap, max_gap
-        self.gap, self.waited = gap, 0.0
+        self.window, self.least, self.trial, self.min_gap, self.max_gap = window, least, trial, gap, max_gap
+        self.gap, self.waited = 0.0, 0.0  # the first trial as soon as there are `least` steps to compare with
         self.times: deque[float] = deque(maxlen=window)
         self.trying: list[float] | None = None  # step times of the other count, during a trial
         self.switches = 0
@@ -94,17 +102,17 @@ class Tuner:
         if self.trying is None:
             self.times.append(seconds)
             self.waited += seconds
-            if len(self.times) == self.window and self.waited >= self.gap:
+            if len(self.times) >= self.least and self.waited >= self.gap:
                 self.trying = []
                 torch.set_num_threads(self.other)
             return
         self.trying.append(seconds)
         timed = self.trying[1:]  # the first step of a trial wakes the threads up
-        base = statistics.fmean(self.times)
+        base = typical(self.times)
         if len(timed) >= 3 and statistics.fmean(timed) > 1.3 * base:
             self.end_trial(keep=False)
         elif len(timed) >= self.trial:
-            self.end_trial(keep=statistics.fmean(timed) < 0.95 * base)
+            self.end_trial(keep=typical(timed) < 0.9 * base)
 
     def end_trial(self, keep: bool) -> None:
         if keep:
@@ -112,6 +120,6 @@ class Tuner:
             self.times.clear()
             self.switches += 1
         else:
-            self.gap = min(2 * self.gap, self.max_gap)
+            self.gap = min(max(2 * self.gap, self.min_gap), self.max_gap)
         torch.set_num_threads(self.current)
         self.trying, self.waited = None, 0.0
