@@ -412,6 +412,12 @@ class Dataset:
         raise NotImplementedError
 
 
+def item_room(block_size: int) -> int:
+    """Tokens an item may have in `block_size` positions: the opening boundary takes one (the closing
+    boundary is only ever a target). The one rule, for training, evaluation and scoring."""
+    return block_size - 1
+
+
 class Lines(Dataset):
     kind, unit, record_unit = "lines", "items", "items"
     default_batch_size = 32
@@ -427,7 +433,7 @@ class Lines(Dataset):
         tok = tok or CharTokenizer.from_items(items)
         ids = encode_lines(tok, items, numbers, src.name)
         longest = max(range(len(ids)), key=lambda i: len(ids[i]))
-        limit = block_size - 1 if block_size else MAX_ITEM_TOKENS
+        limit = item_room(block_size) if block_size else MAX_ITEM_TOKENS
         if len(ids[longest]) > limit:
             because = f"longer than `block_size` {block_size} allows" if block_size else "too long to be one item"
             raise MakemoreError(f"{src.name}: line {numbers[longest]} is {len(ids[longest]):,} tokens, {because} "
@@ -460,10 +466,10 @@ class Lines(Dataset):
         """`items` encoded for a model with `block_size` positions; an item too long is named with its line."""
         numbers = numbers or list(range(1, len(items) + 1))
         ids = encode_lines(tok, items, numbers, src.name)
-        too_long = [k for k, item in enumerate(ids) if len(item) + 1 > block_size]
+        too_long = [k for k, item in enumerate(ids) if len(item) > item_room(block_size)]
         if too_long:
             raise MakemoreError(f"{src.name}: line {numbers[too_long[0]]}: item {shown(items[too_long[0]])} is longer than "
-                                f"the model's context ({block_size - 1} tokens)")
+                                f"the model's context ({item_room(block_size)} tokens)")
         return encode_items(items, tok, block_size, ids)
 
     @classmethod
@@ -475,10 +481,9 @@ class Lines(Dataset):
         """A string as the model sees it when scored: a whole item, boundary to boundary; its characters
         (the end counts as one); and whether the last id is the boundary."""
         ids = encode_text(tok, text)
-        seq = [tok.eot_id, *ids, tok.eot_id]
-        if len(seq) - 1 > block_size:
-            raise MakemoreError(f"string {shown(text)} is longer than the model's items ({block_size - 1} tokens)")
-        return seq, len(text) + 1, True
+        if len(ids) > item_room(block_size):
+            raise MakemoreError(f"string {shown(text)} is longer than the model's items ({item_room(block_size)} tokens)")
+        return [tok.eot_id, *ids, tok.eot_id], len(text) + 1, True
 
     @classmethod
     def sizes_of(cls, split: Items) -> dict:

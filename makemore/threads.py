@@ -68,7 +68,9 @@ def typical(times) -> float:
 class Tuner:
     """Keeps training on whichever of two thread counts gives faster steps now.
 
-    `tick(seconds)` after every step. Settled on a count, it keeps the last `window` step times;
+    `tick(seconds)` after every step. The first `warmup` steps are not timed (allocations and first
+    calls make them slow, and a count compared with them would look faster than it is). Settled on
+    a count, it keeps the last `window` step times;
     once it has `least` of them it tries the other count, then again every `gap` seconds: the first
     step of a trial is not timed (the threads wake up), then up to `trial` steps; a trial whose
     steps are clearly slower (1.3x) stops after three. The other count is kept when its steps are
@@ -78,7 +80,8 @@ class Tuner:
     """
 
     def __init__(self, counts: tuple[int, int], window: int = 20, least: int = 8, trial: int = 10, gap: float = 3.0,
-                 max_gap: float = 60.0):
+                 max_gap: float = 60.0, warmup: int = 10):
+        self.warmup = warmup
         self.counts, self.current = counts, counts[1]
         self.window, self.least, self.trial, self.min_gap, self.max_gap = window, least, trial, gap, max_gap
         self.gap, self.waited = 0.0, 0.0  # the first trial as soon as there are `least` steps to compare with
@@ -99,6 +102,9 @@ class Tuner:
         return self.counts[0] if self.current == self.counts[1] else self.counts[1]
 
     def tick(self, seconds: float) -> None:
+        if self.warmup:
+            self.warmup -= 1
+            return
         if self.trying is None:
             self.times.append(seconds)
             self.waited += seconds

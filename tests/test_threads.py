@@ -62,7 +62,7 @@ def drive(tuner: Tuner, step_time, steps: int) -> list[int]:
 
 def test_the_tuner_moves_to_one_thread_when_the_cpu_is_shared_and_back_when_it_is_not():
     torch.set_num_threads(2)
-    tuner = Tuner((1, 2), gap=0.05)
+    tuner = Tuner((1, 2), gap=0.05, warmup=0)
     busy = lambda n, k: 0.010 if n == 2 else 0.003  # noqa: E731  # a competitor: two threads wait at every barrier
     used = drive(tuner, busy, 100)
     assert used[:8] == [2] * 8 and tuner.current == 1 and tuner.switches == 1
@@ -75,7 +75,7 @@ def test_the_tuner_moves_to_one_thread_when_the_cpu_is_shared_and_back_when_it_i
 
 def test_a_clearly_slower_trial_stops_after_three_steps_and_the_next_waits_longer():
     torch.set_num_threads(2)
-    tuner = Tuner((1, 2), gap=0.05, max_gap=0.2)
+    tuner = Tuner((1, 2), gap=0.05, max_gap=0.2, warmup=0)
     idle = lambda n, k: 0.002 if n == 2 else 0.010  # noqa: E731
     used = drive(tuner, idle, 30)
     first_trial = used.index(1)
@@ -85,9 +85,17 @@ def test_a_clearly_slower_trial_stops_after_three_steps_and_the_next_waits_longe
     assert tuner.current == 2 and tuner.gap == 0.2 and tuner.switches == 0  # backed off to the cap
 
 
-def test_a_count_only_slightly_faster_or_one_stall_is_not_worth_a_switch():
+def test_the_first_steps_are_not_compared():
     torch.set_num_threads(2)
     tuner = Tuner((1, 2), gap=0.05)
+    warming = lambda n, k: (0.05 if k < 10 else 0.002) if n == 2 else 0.003  # noqa: E731  # slow first steps, then two threads win
+    used = drive(tuner, warming, 100)
+    assert used[:18] == [2] * 18 and tuner.current == 2 and tuner.switches == 0
+
+
+def test_a_count_only_slightly_faster_or_one_stall_is_not_worth_a_switch():
+    torch.set_num_threads(2)
+    tuner = Tuner((1, 2), gap=0.05, warmup=0)
     drive(tuner, lambda n, k: 0.0100 if n == 2 else 0.0095, 300)  # 5% faster on one thread: noise
     stall = lambda n, k: (0.2 if k % 25 == 0 else 0.002) if n == 2 else 0.0025  # noqa: E731  # a rare pause of the process
     drive(tuner, stall, 300)
