@@ -73,15 +73,17 @@ class Tuner:
     a count, it keeps the last `window` step times;
     once it has `least` of them it tries the other count, then again every `gap` seconds: the first
     step of a trial is not timed (the threads wake up), then up to `trial` steps; a trial whose
-    steps are clearly slower (1.3x) stops after three. The other count is kept when its steps are
+    steps are clearly slower (1.3x) stops after three. Where steps are long (a large model, or a
+    count that waits on a busy CPU), `enough` seconds of steps count as many as those numbers ask
+    for (at least three), so a slow count is left within seconds. The other count is kept when its steps are
     at least 10% shorter, on average without the longest one (means, not medians: waiting for a
     descheduled thread shows as many long steps among short ones; but one stall is not a trend);
     otherwise the tuner returns and waits twice as long before the next trial (at most `max_gap`).
     """
 
     def __init__(self, counts: tuple[int, int], window: int = 20, least: int = 8, trial: int = 10, gap: float = 3.0,
-                 max_gap: float = 60.0, warmup: int = 10):
-        self.warmup = warmup
+                 max_gap: float = 60.0, warmup: int = 10, enough: float = 0.5):
+        self.warmup, self.enough, self.warmed = warmup, enough, 0.0
         self.counts, self.current = counts, counts[1]
         self.window, self.least, self.trial, self.min_gap, self.max_gap = window, least, trial, gap, max_gap
         self.gap, self.waited = 0.0, 0.0  # the first trial as soon as there are `least` steps to compare with
@@ -102,13 +104,14 @@ class Tuner:
         return self.counts[0] if self.current == self.counts[1] else self.counts[1]
 
     def tick(self, seconds: float) -> None:
-        if self.warmup:
+        if self.warmup and self.warmed < self.enough:
             self.warmup -= 1
+            self.warmed += seconds
             return
         if self.trying is None:
             self.times.append(seconds)
             self.waited += seconds
-            if len(self.times) >= self.least and self.waited >= self.gap:
+            if self.ready(self.times, self.least) and self.waited >= self.gap:
                 self.trying = []
                 torch.set_num_threads(self.other)
             return
@@ -117,8 +120,12 @@ class Tuner:
         base = typical(self.times)
         if len(timed) >= 3 and statistics.fmean(timed) > 1.3 * base:
             self.end_trial(keep=False)
-        elif len(timed) >= self.trial:
+        elif self.ready(timed, self.trial):
             self.end_trial(keep=typical(timed) < 0.9 * base)
+
+    def ready(self, times, count: int) -> bool:
+        """`count` step times, or `enough` seconds of at least three."""
+        return len(times) >= count or (len(times) >= 3 and sum(times) >= self.enough)
 
     def end_trial(self, keep: bool) -> None:
         if keep:

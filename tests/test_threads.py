@@ -100,3 +100,12 @@ def test_a_count_only_slightly_faster_or_one_stall_is_not_worth_a_switch():
     stall = lambda n, k: (0.2 if k % 25 == 0 else 0.002) if n == 2 else 0.0025  # noqa: E731  # a rare pause of the process
     drive(tuner, stall, 300)
     assert tuner.current == 2 and tuner.switches == 0
+
+
+def test_long_steps_on_a_busy_cpu_are_left_within_seconds():
+    torch.set_num_threads(2)
+    tuner = Tuner((1, 2))
+    heavy = lambda n, k: 0.5 if n == 2 else 0.08  # noqa: E731  # a large model whose two threads wait on a busy CPU
+    used = drive(tuner, heavy, 60)
+    spent = sum(heavy(n, 0) for n in used[: used.index(1)])
+    assert spent <= 3.0 and tuner.current == 1, (spent, used[:20])
