@@ -79,6 +79,8 @@ class Tuner:
     at least 10% shorter, on average without the longest one (means, not medians: waiting for a
     descheduled thread shows as many long steps among short ones; but one stall is not a trend);
     otherwise the tuner returns and waits twice as long before the next trial (at most `max_gap`).
+    After a switch the old count is tried again at once, so a switch that noise caused is undone
+    within a few steps.
     """
 
     def __init__(self, counts: tuple[int, int], window: int = 20, least: int = 8, trial: int = 10, gap: float = 3.0,
@@ -128,8 +130,8 @@ class Tuner:
         return len(times) >= count or (len(times) >= 3 and sum(times) >= self.enough)
 
     def end_trial(self, keep: bool) -> None:
-        if keep:
-            self.current, self.gap = self.other, self.min_gap
+        if keep:  # and check the old count again soon: a burst of noise in the old count's steps can mislead once
+            self.current, self.gap = self.other, 0.0
             self.times.clear()
             self.switches += 1
         else:
