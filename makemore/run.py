@@ -115,6 +115,8 @@ class Run:
         rec = ckpt.training
         if not rec.options or not rec.data:
             raise MakemoreError(f"{last}: damaged checkpoint metadata (no training options or data record)")
+        if max_steps is not None and max_steps <= rec.step:  # before the data is read and encoded again
+            raise MakemoreError(f"`max_steps` {max_steps}: the run in {folder} is already at step {rec.step}; give more steps")
         stored = rec.data.get("path", rec.data["name"])
         if data_path is not None and data.read_source(data_path).sha256 != rec.data["sha256"]:
             raise MakemoreError(f"`resume` {folder}: {data_path} is not the data this run was trained on ({stored}); "
@@ -136,8 +138,6 @@ class Run:
             state.load_state_dict(*checkpoint.read_state(last))
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise MakemoreError(f"{last}: damaged training state ({type(e).__name__}: {e}); start again with `overwrite`") from None
-        if max_steps is not None and max_steps <= state.step:
-            raise MakemoreError(f"`max_steps` {max_steps}: the run in {folder} is already at step {state.step}; give more steps")
         saved = best.training.best_val_loss if best else None
         if saved is not None and saved < state.best_val_loss:  # killed after a better save than the last state knew:
             state.best_val_loss, state.best_step = saved, best.training.best_step or state.step  # the file decides
