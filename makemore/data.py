@@ -18,7 +18,9 @@ Neither kind handles files larger than memory: the file is read and encoded at o
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import random
 import statistics
 import unicodedata
@@ -32,11 +34,11 @@ from pathlib import Path
 import torch
 
 import tokenizer as tokenizers
-from makemore import memory
+from makemore import memory, tokens
 from makemore.errors import MakemoreError
 from tokenizer import EOT, CharTokenizer, Tokenizer, TokenizerError
 from safeio import raises
-from safeio.files import decode_text, read_input, shown
+from safeio.files import check_readable, decode_text, read_input, shown
 
 MIN_ITEMS = 10  # lines mode: fewer items leave nothing to validate on
 MAX_ITEM_TOKENS = 2048  # lines mode: a longer line is surely not an item (use text mode)
@@ -44,6 +46,7 @@ TEXT_BLOCK_SIZE = 128  # text mode's default context, in tokens
 MAX_BLOCK_SIZE = 1 << 16  # a longer context is surely a typo
 TEXT_SPLIT = (0.90, 0.05, 0.05)  # text mode: train, val, test shares of the characters, in that order
 IGNORE = -1  # target id the loss skips (padding after an item's end)
+HEAD_BYTES = 8 << 20  # what a file's kind is told from (`detect_mode`): the whole of most files
 
 
 def normalize(text: str) -> str:
@@ -52,15 +55,42 @@ def normalize(text: str) -> str:
     return unicodedata.normalize("NFC", text).replace("\r\n", "\n")
 
 
-@dataclass
 class Source:
-    """A data file's text (NFC), its display name, the SHA-256 of its bytes and where it is (an
-    absolute path, the same from any working directory; or BUILTIN)."""
+    """A data file (or built-in set) as given: its display name and where it is (an absolute path, the
+    same from any working directory; or builtin:<name>). Its text, hash and head are read when first
+    asked for; text mode reads the file only as a stream (`cache`), never whole."""
 
-    text: str
-    name: str
-    sha256: str
-    path: str  # absolute, or builtin:<name>
+    def __init__(self, name: str, path: str, file: Path):
+        self.name, self.path, self.file = name, path, file
+        self._sha256: str | None = None
+        self._cache: tokens.Cache | None = None
+
+    @functools.cached_property
+    def text(self) -> str:
+        """All of it, normalised (`normalize`)."""
+        raw = read_input(self.file, "file")
+        self._sha256 = hashlib.sha256(raw).hexdigest()
+        return normalize(decode_text(raw, self.name, "UTF-8 text"))
+
+    @property
+    def sha256(self) -> str:
+        """Of the bytes: from the text where it was read, else from one pass over the file."""
+        return self._sha256 or self.cache().sha256
+
+    @functools.cached_property
+    def head(self) -> str:
+        """The first `HEAD_BYTES` (whole lines), normalised: all of a smaller file. Enough to tell its kind."""
+        with open(self.file, "rb") as f:
+            raw = f.read(HEAD_BYTES + 1)
+        if len(raw) > HEAD_BYTES:
+            raw = raw[: raw.rfind(b"\n", 0, HEAD_BYTES) + 1] or raw[:HEAD_BYTES]
+        return normalize(decode_text(raw, self.name, "UTF-8 text"))
+
+    def cache(self) -> tokens.Cache:
+        """The file's token cache (`makemore.tokens`), where text mode reads it from."""
+        if self._cache is None:
+            self._cache = tokens.Cache(self.file, self.name, normalize=normalize, **tokens.settings)
+        return self._cache
 
 
 @dataclass(frozen=True)
@@ -95,21 +125,27 @@ def builtin_name(path: str | Path | None) -> str | None:
     return text if text in BUILTINS and not Path(text).exists() else None
 
 
+def builtin_file(name: str) -> Path:
+    return Path(str(resources.files("makemore").joinpath(f"data/{BUILTINS[name].file}")))
+
+
 def builtin_bytes(name: str) -> bytes:
-    return resources.files("makemore").joinpath(f"data/{BUILTINS[name].file}").read_bytes()
+    return builtin_file(name).read_bytes()
 
 
 @raises(MakemoreError)
 def read_source(path: str | Path | None) -> Source:
-    """The text of a data file (or a built-in set); binary, UTF-16 and non-UTF-8 files are errors."""
+    """A data file (or a built-in set), checked to be readable, non-empty UTF-8 text as far as its head
+    shows (binary, UTF-16 and non-UTF-8 files are errors); the rest is read when needed."""
     builtin = builtin_name(path)
-    name = f"builtin:{builtin}" if builtin else str(path)
-    raw = builtin_bytes(builtin) if builtin else read_input(path, "file")
-    text = decode_text(raw, name, "UTF-8 text")
-    if not text.strip():
-        raise MakemoreError(f"{name}: empty file (no non-blank lines)")
-    where = name if builtin else str(Path(path).resolve())
-    return Source(normalize(text), name, hashlib.sha256(raw).hexdigest(), where)
+    if builtin:
+        src = Source(f"builtin:{builtin}", f"builtin:{builtin}", builtin_file(builtin))
+    else:
+        check_readable(Path(path), "file")
+        src = Source(str(path), str(Path(path).resolve()), Path(path))
+    if not src.head.strip() and os.path.getsize(src.file) <= HEAD_BYTES:
+        raise MakemoreError(f"{src.name}: empty file (no non-blank lines)")
+    return src
 
 
 def stem(path: str | Path | None) -> str:
@@ -271,6 +307,15 @@ class Items:
             j = min(i + batch_size, n)
             yield self.packed(torch.arange(i, j)) if pack else Batch(self.x[i:j], self.y[i:j])
 
+    def covered(self, limit: int | None) -> int:
+        """Items that `eval_batches(limit)` gives."""
+        return len(self) if limit is None else min(limit, len(self))
+
+    @property
+    def targets(self) -> int:
+        """Tokens predicted by an evaluation of all of it."""
+        return int(self.lengths.sum())
+
     @property
     def lengths(self) -> torch.Tensor:
         """Targets per item (tokens + the closing boundary), computed once."""
@@ -281,12 +326,14 @@ class Items:
 
 @dataclass
 class Stream:
-    """Text mode, one split: a 1-D token stream served as windows of `block_size` inputs."""
+    """Text mode, one split: a 1-D token stream served as windows of `block_size` inputs. The ids may be
+    any integer type (a memory map of the token cache holds uint16 or uint32); batches are int64."""
 
-    tokens: torch.Tensor  # (N,) int64
+    tokens: torch.Tensor  # (N,)
     block_size: int
     n_chars: int  # characters of the predicted tokens (all but the first): the denominator of bits per character
     _windows: torch.Tensor | None = field(default=None, repr=False)
+    first_chars: int = 0  # characters of the first token (never predicted)
 
     def __len__(self) -> int:
         """Non-overlapping evaluation windows."""
@@ -297,22 +344,37 @@ class Stream:
         full, so `pack` changes nothing."""
         if self._windows is None:
             self._windows = self.tokens.unfold(0, self.block_size + 1, 1)  # a view: (N - T, T + 1)
-        rows = self._windows[torch.randint(self._windows.shape[0], (batch_size,), generator=generator)]
+        rows = self._windows[torch.randint(self._windows.shape[0], (batch_size,), generator=generator)].long()
         return Batch(rows[:, :-1], rows[:, 1:])
 
     def eval_batches(self, limit: int | None = None, batch_size: int = 64, pack: bool = False) -> Iterator[Batch]:
-        """The first `limit` non-overlapping windows (all by default): every token but the first is a
-        target exactly once. The last window may be shorter; it comes in a batch of its own. They
-        are full, so `pack` changes nothing."""
-        T, n = self.block_size, len(self) if limit is None else min(limit, len(self))
-        full = min(n, (len(self.tokens) - 1) // T)
+        """Every non-overlapping window (every token but the first a target exactly once; the last
+        window may be shorter and comes in a batch of its own); or, where `limit` is smaller, `limit`
+        full windows spread evenly over the split (the same ones every time), so an evaluation's cost
+        does not grow with the file. They are full, so `pack` changes nothing."""
+        T, full = self.block_size, (len(self.tokens) - 1) // self.block_size
+        if limit is not None and limit < len(self):
+            starts = [k * full // limit * T for k in range(min(limit, full))]
+            for i in range(0, len(starts), batch_size):
+                rows = torch.stack([self.tokens[s : s + T + 1] for s in starts[i : i + batch_size]]).long()
+                yield Batch(rows[:, :-1], rows[:, 1:])
+            return
         for i in range(0, full, batch_size):
             j = min(i + batch_size, full)
-            rows = self.tokens[i * T : j * T + 1]
+            rows = self.tokens[i * T : j * T + 1].long()
             yield Batch(rows[:-1].view(j - i, T), rows[1:].view(j - i, T))
-        if n > full:
-            rest = self.tokens[full * T :]
+        if len(self) > full:
+            rest = self.tokens[full * T :].long()
             yield Batch(rest[None, :-1], rest[None, 1:])
+
+    def covered(self, limit: int | None) -> int:
+        """Windows that `eval_batches(limit)` gives."""
+        return len(self) if limit is None or limit >= len(self) else min(limit, (len(self.tokens) - 1) // self.block_size)
+
+    @property
+    def targets(self) -> int:
+        """Tokens predicted by an evaluation of all of it."""
+        return max(0, len(self.tokens) - 1)
 
 
 def encode_items(items: list[str], tok, block_size: int | None = None, ids: list[list[int]] | None = None) -> Items:
@@ -365,7 +427,8 @@ def predicted_chars(text: str, ids: list[int], tok) -> int:
 
 def encode_stream(text: str, tok, block_size: int) -> Stream:
     ids = encode_text(tok, text)
-    return Stream(tokens=torch.tensor(ids, dtype=torch.long), block_size=block_size, n_chars=predicted_chars(text, ids, tok))
+    n_chars = predicted_chars(text, ids, tok)
+    return Stream(tokens=torch.tensor(ids, dtype=torch.long), block_size=block_size, n_chars=n_chars, first_chars=len(text) - n_chars)
 
 
 # The kinds. ---------------------------------------------------------------------------------
@@ -499,32 +562,47 @@ class Text(Dataset):
 
     @classmethod
     def build(cls, src: Source, seed: int, tok: Tokenizer | None, reason: str, block_size: int | None) -> Text:
+        """The file through its token cache (`makemore.tokens`): counted and encoded in parallel the
+        first time, memory-mapped after; the splits `split_text` cuts, each encoded as one string."""
         block_size = block_size or TEXT_BLOCK_SIZE
-        tok = tok or CharTokenizer.from_items([src.text])
-        check_text(tok, src.text, src.name)
-        parts = split_text(src.text)
-        splits = {k: encode_stream(v, tok, block_size) for k, v in parts.items()}
+        cache = src.cache()
+        tok = tok or CharTokenizer(cache.counts().charset)
+        splits = cls.streams(src, tok, block_size, TEXT_SPLIT)
         n_train = len(splits["train"].tokens)
         if n_train <= block_size + 1:
             raise MakemoreError(f"{src.name}: {n_train} tokens of training text, not more than the block size ({block_size}); "
                                 f"use a smaller `block_size` or a longer file")
         if min(len(splits["val"].tokens), len(splits["test"].tokens)) < 2:
             raise MakemoreError(f"{src.name}: too short for text mode (val and test are 5% each); use a longer file")
-        return cls(src.name, src.path, src.sha256, seed, reason, splits, {k: len(v) for k, v in parts.items()}, tok, block_size)
+        sizes = {k: v.n_chars + v.first_chars for k, v in splits.items()}
+        return cls(src.name, src.path, src.sha256, seed, reason, splits, sizes, tok, block_size)
+
+    @classmethod
+    def streams(cls, src: Source, tok: Tokenizer, block_size: int, shares: tuple[float, ...] | None) -> dict[str, Stream]:
+        """The file's splits (or with no `shares`, all of it as "all") as streams over the token cache."""
+        cache = src.cache()
+        unknown = tok.first_unknown(cache.counts().charset)
+        if unknown is not None:
+            ch = cache.counts().charset[unknown]
+            raise MakemoreError(f"{src.name}: line {cache.line_of(ch):,}: character {shown(ch)} is not in the tokenizer's vocabulary")
+        entry = cache.entry(tok, shares)
+        return {k: Stream(entry.split(k), block_size, entry.chars[k] - entry.first[k], first_chars=entry.first[k])
+                for k in entry.offsets}
 
     @classmethod
     def test_split(cls, src: Source, record: dict, tok: Tokenizer, block_size: int) -> Stream:
-        return cls.encode(src, tok, block_size, split_text(src.text)["test"])
+        return cls.streams(src, tok, block_size, TEXT_SPLIT)["test"]
 
     @classmethod
     def encode_file(cls, src: Source, tok: Tokenizer, block_size: int) -> Stream:
-        split = cls.encode(src, tok, block_size, src.text)
+        split = cls.streams(src, tok, block_size, None)["all"]
         if len(split.tokens) < 2:
             raise MakemoreError(f"{src.name}: a single token: nothing to predict")
         return split
 
     @classmethod
     def encode(cls, src: Source, tok: Tokenizer, block_size: int, text: str) -> Stream:
+        """Text in memory, encoded as one string (`scored`, and the reference the token cache must equal)."""
         check_text(tok, text, src.name)
         return encode_stream(text, tok, block_size)
 
@@ -575,7 +653,7 @@ def prepare(path: str | Path | None, seed: int = 1337, tokenizer_path: str | Pat
         lookup(mode)
     tok = tokenizers.load(tokenizer_path) if tokenizer_path else tok
     src = read_source(path)
-    kind, reason = choose(mode, src.text)
+    kind, reason = choose(mode, src.head)
     if tok is not None:
         kind.check_tokenizer(tok, str(tokenizer_path or "the model's tokenizer"))
     try:

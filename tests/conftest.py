@@ -16,6 +16,16 @@ settings.register_profile("seeded", derandomize=True)  # hypothesis draws the sa
 settings.load_profile("seeded")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def token_cache(tmp_path_factory):
+    """Text mode's token cache (`makemore.tokens`) in a folder of the test session's, never the user's
+    (subprocesses inherit it through the environment)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MAKEMORE_CACHE", str(tmp_path_factory.mktemp("token-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(autouse=True)
 def seeded_rngs(request):
     """Every test starts from seeded global RNGs (torch's and Python's), derived from its name; the seed is
