@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 import torch
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+                           TransferSpeedColumn)
 from rich.table import Table
 from rich.text import Text
 
@@ -22,6 +23,7 @@ from makemore import compare as comparison
 from makemore import run as runs
 from makemore import sample as generate
 from makemore import threads as threads_
+from makemore import tokens
 from makemore.errors import MakemoreError
 from makemore.sample import Output, Piece, Request, Sampling
 from makemore.train import Diverged, Eval, Step, TrainConfig, resolve_device
@@ -48,7 +50,32 @@ LearningRate = Annotated[Optional[float], typer.Option(help="Peak learning rate 
 EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of train and val loss.")]
 Ema = Annotated[Optional[float], typer.Option(help=f"Evaluate and save a moving average of the weights with this decay (default {TrainConfig.ema}); 0 = off.", show_default=False)]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: chosen, and while training tuned to what is faster now; also MAKEMORE_THREADS).", show_default=False)]
-RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "threads", "compile", "json", "resume", "data_path")  # all else is the run's own
+CacheDir = Annotated[Optional[Path], typer.Option(help="Where text mode keeps files it has encoded (default: $MAKEMORE_CACHE, else ~/.cache/makemore).", show_default=False)]
+RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "threads", "compile", "json", "resume", "data_path", "cache_dir")
+BAR_BYTES = 64 << 20  # a pass over a file this large shows a bar  # all else is the run's own
+
+
+def use_cache(folder: Path | None, bars: bool = True) -> None:
+    """Text mode's token cache in `folder` (or its default), its passes over a large file shown as bars."""
+    tokens.configure(folder, file_bars if bars else None)
+
+
+def file_bars(label: str, total: int):
+    """A bar on standard error for one pass over `total` bytes of a file (none for a small file); the
+    function that advances it, which closes it at the end."""
+    if total < BAR_BYTES:
+        return lambda n: None
+    bar = Progress(TextColumn(f"[bold]{label:>11}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                   console=stderr)
+    task = bar.add_task(label, total=total)
+    bar.start()
+
+    def advance(n: int) -> None:
+        bar.advance(task, n)
+        if bar.tasks[0].completed >= total:
+            bar.stop()
+
+    return advance
 
 
 def parse_settings(settings: list[str]) -> dict[str, str]:
@@ -117,6 +144,9 @@ def train(
     ema: Ema = None,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (falls back to eager mode where it cannot).")] = False,
     deterministic: Annotated[bool, typer.Option(help="torch's deterministic algorithms and a fixed thread count: the same seed gives byte-identical files.")] = False,
+    eval_items: Annotated[int, typer.Option(help="Items or windows of train and val that each evaluation measures (spread over a long text).")] = TrainConfig.eval_items,
+    test_items: Annotated[int, typer.Option(help="Items or windows of the test split that the final test loss measures.")] = TrainConfig.test_items,
+    cache_dir: CacheDir = None,
     threads: Threads = None,
     json: JsonOpt = False,
 ):
@@ -130,7 +160,9 @@ def train(
     dev = distributed.device_for(rank, resolve_device(device))
     cfg = TrainConfig(max_steps=5000 if max_steps is None else max_steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
                       eval_interval=eval_interval, seed=seed, device=dev, early_stop=early_stop, deterministic=deterministic,
-                      ema=TrainConfig.ema if ema is None else ema, threads=thread_count(threads))
+                      ema=TrainConfig.ema if ema is None else ema, threads=thread_count(threads), eval_items=eval_items,
+                      test_items=test_items)
+    use_cache(cache_dir, bars=rank.main)
     if resume:
         run = runs.Run.resume(resume, data_path, max_steps, max_seconds, dev, rank, thread_count(threads))
     elif init_from:
@@ -367,18 +399,26 @@ def score_inputs(strings: list[str] | None, file: Path | None) -> tuple[list[str
 def eval_(
     data_path: Annotated[Optional[Path], typer.Argument(metavar="[DATA]", help="Evaluate on this file (default: the checkpoint's test split).", show_default=False)] = None,
     checkpoint_path: CheckpointOpt = None,
+    limit: Annotated[int, typer.Option(help="Items or windows to measure, spread evenly over the split or file.")] = runs.TEST_ITEMS,
+    all_: Annotated[bool, typer.Option("--all", help="Measure all of it, however long.")] = False,
+    cache_dir: CacheDir = None,
     threads: Threads = None,
     json: JsonOpt = False,
 ):
     """Loss (nats/token), perplexity and bits per character on the test split, or on FILE."""
     threads_.start(threads)
-    result = runs.evaluate(open_checkpoint(checkpoint_path), data_path)
+    if limit < 1:
+        raise MakemoreError(f"`limit` {limit}: must be at least 1")
+    use_cache(cache_dir)
+    result = runs.evaluate(open_checkpoint(checkpoint_path), data_path, None if all_ else limit)
     if json:
         print_json(result)
         return
     size = f"{result['items']} items" if "items" in result else f"{result['characters']:,} characters"
     out.print(f"{result['data']} ({result['on']}, {result['mode']} mode, {size}, {result['tokens']:,} tokens)")
     out.print(f"loss {result['loss']:.4f} nats/token   perplexity {result['perplexity']:.3f}   {result['bits_per_char']:.4f} bits/char")
+    if result["covered"] < result["of"]:
+        out.print(f"measured on {result['covered']:,} of {result['of']:,} {result['unit']}, spread evenly (--all for every one)")
 
 
 @app.command()
@@ -434,12 +474,14 @@ def compare(
     block_size: BlockSizeOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Train again into a compare folder that already holds these types' models.")] = False,
     threads: Threads = None,
+    cache_dir: CacheDir = None,
     json: JsonOpt = False,
 ):
     """Train several model types on one split with one budget and seed; print a leaderboard."""
     cfg = TrainConfig(max_steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr, eval_interval=eval_interval,
                       seed=seed, device=resolve_device(device), ema=TrainConfig.ema if ema is None else ema, threads=thread_count(threads))
     folder = out_dir or checkpoint.DEFAULT_DIR / f"compare-{data.stem(data_path)}"
+    use_cache(cache_dir)
     chosen = comparison.check(types, folder, data_path, overwrite)
     dataset = data.prepare(data_path, seed, tokenizer_path, mode, block_size)
     for t in chosen:
@@ -491,17 +533,30 @@ def plot(
 
 @app.command("data")
 @clean_errors(MakemoreError)
-def data_(json: JsonOpt = False):
-    """The data sets built into makemore, usable by name in place of a file (a file of that name wins)."""
+def data_(
+    clear_cache: Annotated[bool, typer.Option(help="Remove every file text mode has encoded and kept (they are made again when needed).")] = False,
+    cache_dir: CacheDir = None,
+    json: JsonOpt = False,
+):
+    """The data sets built into makemore, usable by name in place of a file (a file of that name wins);
+    and the cache of encoded text files."""
+    if clear_cache:
+        n, size = tokens.clear(cache_dir)
+        print_json({"removed_files": n, "bytes": size}) if json else out.print(
+            f"removed {n} files ({size / 1e6:,.1f} MB) from {tokens.cache_root(cache_dir)}")
+        return
+    entries, size = tokens.usage(cache_dir)
+    cache = {"folder": str(tokens.cache_root(cache_dir)), "entries": entries, "bytes": size}
     rows = [{"name": name, "what": b.what, "bytes": len(data.builtin_bytes(name)), "source": b.source, "licence": b.licence}
             for name, b in data.BUILTINS.items()]
     if json:
-        print_json(rows)
+        print_json({"builtin": rows, "cache": cache})
         return
     table = Table("name", "what", "size", "source", "licence")
     for r in rows:
         table.add_row(r["name"], r["what"], f"{r['bytes'] / 1e6:.2f} MB", r["source"], r["licence"])
     out.print(table)
+    out.print(f"encoded text files: {entries} in {cache['folder']} ({size / 1e6:,.1f} MB); --clear-cache removes them")
 
 
 def number(x, digits: int = 4) -> str:

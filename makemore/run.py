@@ -28,7 +28,7 @@ from makemore.distributed import SINGLE, Rank
 from makemore.errors import MakemoreError
 from makemore.models.base import LanguageModel
 from makemore.runlock import RunLock
-from makemore.train import Eval, Step, TrainConfig, TrainState, evaluate as evaluate_split, loss_fn, make_optimizer, resolve, train
+from makemore.train import TEST_ITEMS, Eval, Step, TrainConfig, TrainState, evaluate as evaluate_split, loss_fn, make_optimizer, resolve, train
 from safeio.files import check_folder, check_output, finite
 
 METRICS = "metrics.jsonl"
@@ -196,8 +196,8 @@ class Run:
             checkpoint.save(ckpt, folder / checkpoint.LAST, result.latest_weights, result.state_dict(timings=not cfg.deterministic))
         if result.stopped == "interrupted":
             return Fitted(ckpt, result, None, None)
-        test_loss, n_tokens = evaluate_split(model, splits["test"])
-        bpc = metrics(test_loss, n_tokens, splits["test"].n_chars)["bits_per_char"]
+        test = measure(model, splits["test"], cfg.test_items)
+        test_loss, bpc = test["loss"], test["bits_per_char"]
         timing = {} if cfg.deterministic else {"seconds": round(result.elapsed, 2), "steps_per_second": round(result.steps_per_second, 2)}
         ckpt.training = self.record(result, test_loss=test_loss, test_bits_per_char=bpc, **timing)
         if rank.main:
@@ -326,8 +326,18 @@ def metrics(loss: float, n_tokens: int, n_chars: int) -> dict:
     }
 
 
-def evaluate(ckpt: Checkpoint, path: str | Path | None = None) -> dict:
-    """Metrics of `ckpt` on the file at `path` (all of it), or on its own test split when `path` is None."""
+def measure(model, split, limit: int | None) -> dict:
+    """`metrics` of `model` on `limit` items or windows of `split` (all of it where None or fewer), and
+    how many it covered of how many. Bits per character of a part use the split's characters per token."""
+    loss, n_tokens = evaluate_split(model, split, limit)
+    n_chars = split.n_chars * n_tokens / max(split.targets, 1)
+    unit = "items" if isinstance(split, data.Items) else "windows"
+    return metrics(loss, n_tokens, n_chars) | {"covered": split.covered(limit), "of": len(split), "unit": unit}
+
+
+def evaluate(ckpt: Checkpoint, path: str | Path | None = None, limit: int | None = TEST_ITEMS) -> dict:
+    """Metrics of `ckpt` on `limit` items or windows (None: all) of the file at `path`, or of its own
+    test split when `path` is None."""
     kind = data.kind_of(ckpt.training.data)
     block_size = ckpt.model.config.block_size
     if path is None:
@@ -336,5 +346,4 @@ def evaluate(ckpt: Checkpoint, path: str | Path | None = None) -> dict:
     else:
         src = data.read_source(path)
         split, which = kind.encode_file(src, ckpt.tokenizer, block_size), "file"
-    loss, n_tokens = evaluate_split(ckpt.model, split)
-    return {"data": src.name, "on": which, "mode": kind.kind, **kind.sizes_of(split)} | metrics(loss, n_tokens, split.n_chars)
+    return {"data": src.name, "on": which, "mode": kind.kind, **kind.sizes_of(split)} | measure(ckpt.model, split, limit)

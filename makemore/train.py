@@ -37,6 +37,9 @@ from makemore.threads import Tuner
 from safeio.files import shown
 
 
+TEST_ITEMS = 2000  # windows (or items) of a test split that the final figure and `makemore eval` measure: a bounded cost
+
+
 class Diverged(Exception):
     """The loss or the gradient norm stopped being a finite number."""
 
@@ -66,6 +69,7 @@ class TrainConfig:
     ema: float = 0.999  # decay of the weights' moving average, which evaluations and checkpoints then use; 0 = off
     eval_interval: int = 500  # steps between evaluations of train and val loss
     eval_items: int = 1000  # items (lines mode) or windows (text mode) of each split used by those evaluations
+    test_items: int = TEST_ITEMS  # items or windows of the test split measured at the end (`Stream.eval_batches` spreads them)
     seed: int = 1337  # batch order (the split and the model's init are seeded by the caller)
     early_stop: int | None = None  # stop after this many evaluations without a better val loss
     deterministic: bool = False  # torch's deterministic algorithms; no timings in the checkpoint (byte-identical files)
@@ -74,7 +78,7 @@ class TrainConfig:
     device: str = "cpu"  # resolved device, see `resolve_device`
 
     def __post_init__(self):
-        for name in ("max_steps", "batch_size", "eval_interval", "eval_items", "early_stop", "threads"):
+        for name in ("max_steps", "batch_size", "eval_interval", "eval_items", "test_items", "early_stop", "threads"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise MakemoreError(f"`{name}` {getattr(self, name)}: must be at least 1")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
@@ -189,7 +193,7 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Items | Stream, max_items: int | None = None) -> tuple[float, int]:
-    """Mean loss per token (nats) over the first `max_items` items (or windows) of `split`, and the token count."""
+    """Mean loss per token (nats) over `max_items` items (or windows) of `split` (`eval_batches`), and the token count."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

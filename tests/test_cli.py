@@ -256,7 +256,7 @@ def test_compare_rejects_unknown_types(in_tmp, toy_file):
 
 
 def test_data_lists_the_built_in_sets_and_train_takes_them_by_name(in_tmp):
-    listed = json.loads(run("data", "--json").stdout)
+    listed = json.loads(run("data", "--json").stdout)["builtin"]
     assert [r["name"] for r in listed] == ["names", "shakespeare", "census"]
     assert all(r["bytes"] > 10_000 and r["licence"] and r["source"] for r in listed)
     result = run("train", "shakespeare", "--type", "bigram", "--max-steps", "10", "--eval-interval", "10", "--json")
