@@ -26,6 +26,7 @@ import statistics
 import unicodedata
 from array import array
 from collections.abc import Iterator
+from itertools import chain
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 from importlib import resources
@@ -189,17 +190,19 @@ def detect_mode(text: str) -> tuple[str, str]:
     return "lines", f"{len(items):,} short lines of {words:.1f} words on average: one item per line"
 
 
-def split_items(items: list[str], seed: int) -> dict[str, list[str]]:
-    """A deterministic train / val / test split: val and test each 10% of the items, at most 1,000."""
-    order = list(range(len(items)))
+def split_order(n: int, seed: int) -> dict[str, torch.Tensor]:
+    """A deterministic train / val / test split of `n` items, as item indices: val and test each 10%
+    of the items, at most 1,000."""
+    order = list(range(n))
     random.Random(seed).shuffle(order)
-    n_hold = min(1000, len(items) // 10)
-    shuffled = [items[i] for i in order]
-    return {
-        "test": shuffled[:n_hold],
-        "val": shuffled[n_hold : 2 * n_hold],
-        "train": shuffled[2 * n_hold :],
-    }
+    order = as_tensor(order)
+    n_hold = min(1000, n // 10)
+    return {"test": order[:n_hold], "val": order[n_hold : 2 * n_hold], "train": order[2 * n_hold :]}
+
+
+def split_items(items: list[str], seed: int) -> dict[str, list[str]]:
+    """`split_order`'s split of the items themselves."""
+    return {k: [items[i] for i in v.tolist()] for k, v in split_order(len(items), seed).items()}
 
 
 def split_text(text: str) -> dict[str, str]:
@@ -396,6 +399,84 @@ def encode_items(items: list[str], tok, block_size: int | None = None, ids: list
     return Items(x=x, y=rows[:, 1:].clone(), n_chars=sum(len(s) + 1 for s in items))
 
 
+@dataclass
+class Encoded:
+    """Lines mode: every item's ids end to end (`ids`), and per item its start there, its length in
+    tokens and in characters, and its line number."""
+
+    ids: torch.Tensor
+    starts: torch.Tensor
+    lengths: torch.Tensor
+    chars: torch.Tensor
+    numbers: torch.Tensor
+
+    def rows(self, sel: torch.Tensor, block_size: int, eot: int) -> Items:
+        """Items `sel` as `encode_items` lays them out (`<eot> tokens <eot>`, padded), made by indexing
+        in chunks rather than item by item (each item fits: the caller checked)."""
+        W, j = block_size + 1, torch.arange(block_size + 1)
+        x, y = torch.empty(len(sel), block_size, dtype=torch.long), torch.empty(len(sel), block_size, dtype=torch.long)
+        for at in range(0, len(sel), 1 << 18):
+            chunk = sel[at : at + (1 << 18)]
+            s, L = self.starts[chunk], self.lengths[chunk]
+            rows = self.ids[(s[:, None] + j - 1).clamp_(0, max(len(self.ids) - 1, 0))] if len(self.ids) else torch.zeros(len(chunk), W, dtype=torch.long)
+            rows = torch.where((j >= 1) & (j <= L[:, None]), rows, IGNORE)
+            rows[:, 0] = eot
+            rows[torch.arange(len(chunk)), L + 1] = eot
+            y[at : at + len(chunk)] = rows[:, 1:]
+            rows[rows == IGNORE] = eot  # padding inputs: any valid id will do, their targets are ignored
+            x[at : at + len(chunk)] = rows[:, :-1]
+        return Items(x=x, y=y, n_chars=int(self.chars[sel].sum()) + len(sel))
+
+
+def encode_all_lines(text: str, tok: Tokenizer | None, name: str) -> tuple[Tokenizer, Encoded]:
+    """The items (non-blank lines, `lines_of`) of `text` encoded by `tok` (default: their characters);
+    an item the tokenizer cannot encode is an error naming its line."""
+    if (tok is None or tok.kind == "char") and "\r" not in text:
+        return char_lines(text, tok, name)
+    items, numbers = lines_of(text)
+    tok = tok or CharTokenizer.from_items(items)
+    ids = encode_lines(tok, items, numbers, name)
+    lengths = as_tensor([len(i) for i in ids])
+    starts = torch.cumsum(lengths, 0) - lengths
+    return tok, Encoded(as_tensor(list(chain.from_iterable(ids))), starts, lengths, as_tensor([len(s) for s in items]),
+                        as_tensor(numbers))
+
+
+def char_lines(text: str, tok: CharTokenizer | None, name: str) -> tuple[CharTokenizer, Encoded]:
+    """`encode_all_lines` for characters, with tensor operations over the text's code points: the same
+    items, ids and errors without a Python object per line (docs/performance.md, data). Text with a
+    CR, which `lines_of` strips from line ends, goes the plain way."""
+    cps = torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32)
+    n = len(cps)
+    nl = (cps == 10).nonzero().squeeze(1)
+    line_start, line_end = torch.cat([torch.zeros(1, dtype=torch.long), nl + 1]), torch.cat([nl, torch.tensor([n])])
+    top = int(cps.max()) + 1 if n else 1  # code points index small tables: faster than sorting the text
+    distinct = torch.bincount(cps, minlength=top).nonzero().squeeze(1)
+    space = torch.zeros(top, dtype=torch.bool)
+    space[distinct] = torch.tensor([chr(c).isspace() for c in distinct.tolist()], dtype=torch.bool)
+    solid_before = torch.cat([torch.zeros(1, dtype=torch.long), (~space[cps]).cumsum(0)])
+    keep = solid_before[line_end] - solid_before[line_start] > 0  # a line with something but spaces
+    starts, ends = line_start[keep], line_end[keep]
+    edges = torch.zeros(n + 1, dtype=torch.int32)
+    edges.index_add_(0, starts, torch.ones(len(starts), dtype=torch.int32))
+    edges.index_add_(0, ends, torch.full((len(ends),), -1, dtype=torch.int32))
+    inside = edges.cumsum(0)[:n] > 0  # positions within the items
+    present = torch.bincount(cps[inside], minlength=top).nonzero().squeeze(1)
+    tok = tok or CharTokenizer("".join(map(chr, present.tolist())))
+    table = torch.zeros(top, dtype=torch.long)  # code point -> id; 0 where the tokenizer lacks it
+    for i, c in enumerate(tok.chars, start=1):
+        if ord(c) < top:
+            table[ord(c)] = i
+    unknown = present[table[present] == 0]
+    if len(unknown):
+        at = int((inside & (table[cps] == 0)).nonzero()[0])
+        raise MakemoreError(f"{name}: line {int(torch.searchsorted(nl, at)) + 1}: character {shown(chr(int(cps[at])))} "
+                            f"is not in the tokenizer's vocabulary")
+    ids = table[cps]
+    lengths = ends - starts
+    return tok, Encoded(ids, starts, lengths, lengths, keep.nonzero().squeeze(1) + 1)
+
+
 def encode_text(tok, text: str) -> list[int]:
     """The ids of running text or of an item; special-token strings in it are plain text."""
     return tok.encode_ordinary(text)
@@ -490,23 +571,22 @@ class Lines(Dataset):
 
     @classmethod
     def build(cls, src: Source, seed: int, tok: Tokenizer | None, reason: str, block_size: int | None) -> Lines:
-        items, numbers = lines_of(src.text)
-        if len(items) < MIN_ITEMS:
-            raise MakemoreError(f"{src.name}: only {len(items)} items; need at least {MIN_ITEMS} lines to train on")
-        tok = tok or CharTokenizer.from_items(items)
-        ids = encode_lines(tok, items, numbers, src.name)
-        longest = max(range(len(ids)), key=lambda i: len(ids[i]))
+        """The items encoded end to end (`Encoded`), split by a seeded shuffle and laid out in rows:
+        no Python object per item, so millions of lines start in seconds."""
+        tok, enc = encode_all_lines(src.text, tok, src.name)
+        n = len(enc.lengths)
+        if n < MIN_ITEMS:
+            raise MakemoreError(f"{src.name}: only {n} items; need at least {MIN_ITEMS} lines to train on")
+        longest = int(torch.argmax(enc.lengths))  # the first of the longest
         limit = item_room(block_size) if block_size else MAX_ITEM_TOKENS
-        if len(ids[longest]) > limit:
+        if enc.lengths[longest] > limit:
             because = f"longer than `block_size` {block_size} allows" if block_size else "too long to be one item"
-            raise MakemoreError(f"{src.name}: line {numbers[longest]} is {len(ids[longest]):,} tokens, {because} "
+            raise MakemoreError(f"{src.name}: line {int(enc.numbers[longest])} is {int(enc.lengths[longest]):,} tokens, {because} "
                                 f"(at most {limit}); use `mode` text for running text")
-        block_size = block_size or len(ids[longest]) + 1  # the longest item + 1
-        memory.require(3 * 8 * len(items) * (block_size + 1), f"{src.name} in lines mode",
-                       "is it really one item per line? (`mode` text)")
-        encoded = dict(zip(items, ids))
-        parts = split_items(items, seed)
-        splits = {k: encode_items(v, tok, block_size, [encoded[s] for s in v]) for k, v in parts.items()}
+        block_size = block_size or int(enc.lengths[longest]) + 1  # the longest item + 1
+        memory.require(3 * 8 * n * (block_size + 1), f"{src.name} in lines mode", "is it really one item per line? (`mode` text)")
+        parts = split_order(n, seed)
+        splits = {k: enc.rows(v, block_size, tok.eot_id) for k, v in parts.items()}
         return cls(src.name, src.path, src.sha256, seed, reason, splits, {k: len(v) for k, v in parts.items()}, tok, block_size)
 
     @classmethod
@@ -654,6 +734,8 @@ def prepare(path: str | Path | None, seed: int = 1337, tokenizer_path: str | Pat
     tok = tokenizers.load(tokenizer_path) if tokenizer_path else tok
     src = read_source(path)
     kind, reason = choose(mode, src.head)
+    if mode == "auto" and os.path.getsize(src.file) > HEAD_BYTES:
+        reason += f" in its first {HEAD_BYTES >> 20} MB"
     if tok is not None:
         kind.check_tokenizer(tok, str(tokenizer_path or "the model's tokenizer"))
     try:

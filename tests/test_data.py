@@ -1,3 +1,5 @@
+import random
+
 import pytest
 import torch
 
@@ -112,3 +114,35 @@ def test_batches_are_seeded_and_cut_to_their_longest_item():
     x2, y2, _ = split.batch(4, torch.Generator().manual_seed(3))
     assert torch.equal(x1, x2) and torch.equal(y1, y2)
     assert x1.shape[1] == int((y1 != data.IGNORE).sum(1).max())
+
+
+LINE_PIECES = ["ab", "é", "é", "한", "🙂", " ", "  ", "\t", "x y", "\u00a0", "\u2028", "z"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lines_laid_out_by_tensors_equal_the_item_by_item_reference(tmp_path, seed):
+    """`char_lines` and `Encoded.rows` (no Python object per line) give the tokenizer, the split and the rows
+    that encoding item by item gives (`lines_of`, `split_items`, `encode_items`), on lines with multi-byte
+    characters, combining marks, blank and space-only lines, and other Unicode spaces."""
+    rng = random.Random(seed)
+    text = "\n".join("".join(rng.choice(LINE_PIECES) for _ in range(rng.randint(0, 6))) for _ in range(300))
+    path = tmp_path / "lines.txt"
+    path.write_text(text, encoding="utf-8")
+    built = data.Lines.build(data.read_source(path), seed, None, "test", None)
+    items = data.lines_of(data.normalize(text))[0]
+    tok = CharTokenizer.from_items(items)
+    assert built.tokenizer.chars == tok.chars
+    for k, part in data.split_items(items, seed).items():
+        ref = data.encode_items(part, tok, built.block_size)
+        got = built.splits[k]
+        assert torch.equal(got.x, ref.x) and torch.equal(got.y, ref.y) and got.n_chars == ref.n_chars, k
+
+
+def test_an_unknown_character_is_named_with_its_line_by_either_way(tmp_path):
+    path = tmp_path / "lines.txt"
+    path.write_text("\n".join(["abc"] * 12 + ["  ", "abq", "qqq"]) + "\n", encoding="utf-8")
+    tok = CharTokenizer("abc")
+    for text in (path.read_text(), path.read_text().replace("\n", "\r\r\n", 1)):  # tensors, then the plain way (a CR)
+        path.write_text(text, encoding="utf-8", newline="")
+        with pytest.raises(MakemoreError, match=r"line 14: character 'q' is not in the tokenizer's vocabulary"):
+            data.Lines.build(data.read_source(path), 1, tok, "test", None)
