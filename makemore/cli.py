@@ -20,6 +20,7 @@ from makemore import checkpoint, data, distributed, models
 from makemore import plot as plotting
 from makemore import compare as comparison
 from makemore import run as runs
+from makemore import show as pictures
 from makemore import sample as generate
 from makemore import threads as threads_
 from makemore.errors import MakemoreError
@@ -502,6 +503,75 @@ def data_(json: JsonOpt = False):
     for r in rows:
         table.add_row(r["name"], r["what"], f"{r['bytes'] / 1e6:.2f} MB", r["source"], r["licence"])
     out.print(table)
+
+
+show_app = typer.Typer(no_args_is_help=True, help="The lectures' pictures from your own data and models: PNGs, or their numbers with --json.")
+app.add_typer(show_app, name="show")
+show_app.command("merges")(tokenizer_cli.merges)  # the tokenizer's own listing, under both commands
+PictureOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="The PNG to write (default: <picture>.png; with --json, none unless named).", show_default=False)]
+DpiOpt = Annotated[int, typer.Option(help="Pixels per inch of the PNG.")]
+
+
+def picture(output: Path | None, name: str, json: bool, inputs: list) -> Path | None:
+    """Where the picture goes (None: --json alone), checked before any work, matplotlib with it."""
+    if output is None and json:
+        return None
+    path = check_output(output or Path(f"{name}.png"), "picture", inputs=inputs, kind="png")
+    pictures.pyplot()
+    return path
+
+
+def shown_picture(result: dict, draw, path: Path | None, dpi: int, json: bool) -> None:
+    """Draw `result` to `path` (if any), then print its numbers (--json) or say what was written."""
+    if dpi < 10 or dpi > 1000:
+        raise MakemoreError(f"`dpi` {dpi}: must be from 10 to 1000")
+    size = draw(result, path, dpi) if path else None
+    if json:
+        print_json(result | ({"output": str(path), "size": list(size)} if path else {}))
+    else:
+        stderr.print(f"wrote {path} ({size[0]} x {size[1]} pixels)")
+
+
+@show_app.command("counts")
+@clean_errors(MakemoreError)
+def show_counts(
+    data_path: Annotated[Optional[Path], typer.Argument(metavar="[DATA]", help="A data file or a built-in set (default: the model's training data, else names).", show_default=False)] = None,
+    checkpoint_path: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="A bigram model: its learned table beside the counts.")] = None,
+    smoothing: Annotated[float, typer.Option(help="Added to every count before the rows become probabilities (the lecture's 1).")] = 1.0,
+    output: PictureOpt = None, dpi: DpiOpt = 60, json: JsonOpt = False,
+):
+    """The bigram count matrix of the data as the lecture draws it (each cell: the pair and its count)."""
+    path = picture(output, "counts", json, [data_path, checkpoint_path])
+    ckpt = checkpoint.load(checkpoint_path) if checkpoint_path else None
+    result = pictures.counts(data_path, ckpt, smoothing)
+    shown_picture(result, pictures.draw_counts, path, dpi, json)
+    if not json:
+        out.print(f"{result['data']}: {result['pairs']:,} pairs of {len(result['tokens'])} tokens; "
+                  f"the counts' probabilities (smoothing {smoothing:g}): {result['nll']:.4f} nats/pair"
+                  + (f"; the model's: {result['model']['nll']:.4f}" if "model" in result else ""))
+
+
+@show_app.command("embeddings")
+@clean_errors(MakemoreError)
+def show_embeddings(checkpoint_path: CheckpointOpt = None, output: PictureOpt = None, dpi: DpiOpt = 100, json: JsonOpt = False):
+    """The token embedding table in 2-D: its two dimensions, or a PCA with the variance each axis explains."""
+    path = picture(output, "embeddings", json, [checkpoint_path])
+    result = pictures.embeddings(open_checkpoint(checkpoint_path))
+    shown_picture(result, pictures.draw_embeddings, path, dpi, json)
+    if not json and result["explained"]:
+        out.print(f"PCA of {result['dims']} dimensions: the axes explain {result['explained'][0]:.1%} and {result['explained'][1]:.1%} of the variance")
+
+
+@show_app.command("attention")
+@clean_errors(MakemoreError)
+def show_attention(
+    prompt: Annotated[str, typer.Option("--prompt", help="The text whose tokens attend to each other.")],
+    checkpoint_path: CheckpointOpt = None, output: PictureOpt = None, dpi: DpiOpt = 80, json: JsonOpt = False,
+):
+    """Per block and head, a transformer's causal attention weights over the prompt's tokens."""
+    path = picture(output, "attention", json, [checkpoint_path])
+    result = pictures.attention(open_checkpoint(checkpoint_path), prompt)
+    shown_picture(result, pictures.draw_attention, path, dpi, json)
 
 
 def number(x, digits: int = 4) -> str:

@@ -1,0 +1,170 @@
+"""`makemore show`: the numbers behind each picture against a direct computation, and the PNGs."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import tokenizer
+from makemore import checkpoint, models
+from makemore import plot as plotting
+from makemore import show as pictures
+from makemore.checkpoint import Checkpoint, TrainingRecord
+from makemore.cli import app
+from tests.conftest import toy_items
+from tests.test_cli import one_line_error
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def saved(tmp_path, model_type: str, tok, **options) -> tuple[Checkpoint, object]:
+    """A fresh (untrained, seeded) model of `model_type` saved as a checkpoint: its path and the loaded checkpoint."""
+    torch.manual_seed(0)
+    config = models.make_config(model_type, tok.vocab_size, 12, **options)
+    ckpt = Checkpoint(model_type, models.build(model_type, config).eval(), tok, TrainingRecord())
+    path = checkpoint.save(ckpt, tmp_path / model_type / "model.safetensors")
+    return path, checkpoint.load(path)
+
+
+@pytest.fixture
+def chars():
+    return tokenizer.CharTokenizer.from_items(toy_items())
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) of a PNG, decoded: a file that does not decode fails here."""
+    image = pytest.importorskip("matplotlib.image").imread(path)
+    return image.shape[1], image.shape[0]
+
+
+def test_counts_equal_a_direct_count_of_the_data(toy_file):
+    result = pictures.counts(toy_file)
+    direct = Counter()
+    for w in toy_items():
+        seq = [".", *w, "."]
+        direct.update(zip(seq, seq[1:]))
+    tokens = result["tokens"]
+    assert tokens == [".", *sorted(set("".join(toy_items())))]
+    assert {(tokens[i], tokens[j]): n for i, row in enumerate(result["counts"]) for j, n in enumerate(row) if n} == direct
+    assert result["pairs"] == sum(direct.values()) and result["mode"] == "lines"
+    probs = torch.tensor(result["probs"], dtype=torch.double)
+    assert torch.allclose(probs.sum(1), torch.ones(len(tokens), dtype=torch.double))
+    n = torch.tensor(result["counts"]).double()
+    smoothed = (n + 1) / (n + 1).sum(1, keepdim=True)
+    assert result["nll"] == pytest.approx(float(-(n * smoothed.log()).sum() / n.sum()), rel=1e-12)
+
+
+def test_counts_of_a_bigram_model_show_its_softmax_table(tmp_path, toy_file, chars):
+    path, ckpt = saved(tmp_path, "bigram", chars)
+    with torch.no_grad():
+        ckpt.model.logits.copy_(torch.randn_like(ckpt.model.logits))
+    checkpoint.save(ckpt, path)
+    result = run("show", "counts", toy_file, "-c", path, "--json", "--smoothing", "0")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    expected = torch.softmax(checkpoint.load(path).model.logits.detach().double(), 1)
+    assert torch.allclose(torch.tensor(shown["model"]["probs"], dtype=torch.double), expected, atol=1e-12)
+    counts = torch.tensor(shown["counts"]).double()
+    assert shown["nll"] < shown["model"]["nll"]  # the counts' own probabilities are the maximum-likelihood table
+    assert shown["model"]["nll"] == pytest.approx(float(-(counts * expected.log()).sum() / counts.sum()))
+
+
+def test_counts_refuse_a_model_without_a_table(tmp_path, toy_file, chars):
+    path, _ = saved(tmp_path, "mlp", chars)
+    one_line_error(run("show", "counts", toy_file, "-c", path, "--json"), "a mlp model", "bigram")
+
+
+def test_embeddings_pca_matches_a_direct_computation(tmp_path, chars):
+    _, ckpt = saved(tmp_path, "mlp", chars, n_embd=6)
+    result = pictures.embeddings(ckpt)
+    table = ckpt.model.wte.weight.detach().double()[: chars.vocab_size]
+    centred = table - table.mean(0)
+    values, vectors = torch.linalg.eigh(centred.T @ centred)  # ascending
+    explained = (values.flip(0) / values.sum())[:2]
+    assert result["method"] == "pca" and result["explained"] == pytest.approx(explained.tolist(), rel=1e-9)
+    assert result["explained"][0] >= result["explained"][1]
+    points = torch.tensor(result["points"], dtype=torch.double)
+    for k in range(2):
+        direct = centred @ vectors[:, -1 - k]
+        assert torch.allclose(points[:, k].abs(), direct.abs(), atol=1e-9)  # an axis's sign is a convention
+    assert result["tokens"][0] == "." and len(points) == chars.vocab_size
+
+
+def test_embeddings_of_two_dimensions_are_the_table_itself(tmp_path, chars):
+    _, ckpt = saved(tmp_path, "mlp", chars, n_embd=2)
+    result = pictures.embeddings(ckpt)
+    assert result["method"] == "dims" and result["explained"] is None
+    assert result["points"] == ckpt.model.wte.weight.detach().double()[: chars.vocab_size].tolist()
+
+
+def test_attention_is_causal_sums_to_one_and_matches_the_fast_path(tmp_path, chars):
+    _, ckpt = saved(tmp_path, "transformer", chars, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+    model = ckpt.model.eval()
+    idx = torch.randint(chars.vocab_size, (3, 12))
+    logits, weights = model.attention(idx)
+    assert torch.allclose(logits, model(idx), atol=1e-5)
+    assert len(weights) == 2 and weights[0].shape == (3, 2, 12, 12)
+    for w in weights:
+        assert torch.all(w.triu(diagonal=1) == 0)
+        assert torch.allclose(w.sum(-1), torch.ones(3, 2, 12), atol=1e-6)
+    result = pictures.attention(ckpt, "karimo")
+    assert result["tokens"] == [".", *"karimo"]  # a lines-mode model reads an item from its boundary
+    w = torch.tensor(result["weights"], dtype=torch.double)
+    assert w.shape == (2, 2, 7, 7) and torch.allclose(w.sum(-1), torch.ones(2, 2, 7, dtype=torch.double))
+
+
+def test_attention_refuses_other_models_and_long_prompts(tmp_path, chars):
+    gru, _ = saved(tmp_path, "gru", chars)
+    one_line_error(run("show", "attention", "-c", gru, "--prompt", "ka", "--json"), "gru model has no attention")
+    path, _ = saved(tmp_path, "transformer", chars, n_layer=1, n_head=1, n_embd=8)
+    one_line_error(run("show", "attention", "-c", path, "--prompt", "ka" * 10, "--json"), "21 tokens", "at most 12")
+    one_line_error(run("show", "attention", "-c", path, "--prompt", "kax", "--json"), "--prompt 'kax'", "'x'")
+
+
+def test_every_picture_decodes_at_its_size(tmp_path, toy_file, chars):
+    pytest.importorskip("matplotlib", reason="pictures need the optional plot extra")
+    mlp, _ = saved(tmp_path, "mlp", chars, n_embd=4)
+    transformer, _ = saved(tmp_path, "transformer", chars, n_layer=2, n_head=3, n_embd=12)
+    cases = [(["counts", toy_file], (14 * 20, 14 * 20)), (["embeddings", "-c", mlp], (8 * 20, 8 * 20)),
+             (["attention", "-c", transformer, "--prompt", "kari"], (3 * 3 * 20, 2 * 3 * 20))]
+    for args, size in cases:
+        out = tmp_path / f"{args[0]}.png"
+        result = run("show", *args, "-o", out, "--dpi", 20, "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["size"] == list(size) == list(png_size(out))
+
+
+def test_pictures_without_matplotlib_name_the_extra(tmp_path, toy_file, monkeypatch):
+    monkeypatch.setattr(plotting, "matplotlib_pyplot", lambda: None)
+    monkeypatch.setattr(pictures, "matplotlib_pyplot", lambda: None)
+    one_line_error(run("show", "counts", toy_file, "-o", tmp_path / "c.png"), "pip install 'makemore[plot]'")
+    assert not (tmp_path / "c.png").exists()
+    assert run("show", "counts", toy_file, "--json").exit_code == 0  # the numbers need no extra
+
+
+def test_a_picture_never_replaces_an_input(tmp_path, toy_file):
+    one_line_error(run("show", "counts", toy_file, "-o", toy_file), "toy.txt: is also an input")
+
+
+def test_merges_read_as_pairs_and_split_characters_as_bytes(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat, привет\n" * 20)
+    tok_file = tmp_path / "tok.json"
+    assert runner.invoke(tokenizer.cli.app, ["train", str(corpus), "--vocab-size", "270", "-o", str(tok_file)]).exit_code == 0
+    tok = tokenizer.load(tok_file)
+    rows = json.loads(run("show", "merges", "-t", tok_file, "--top", 5, "--json").stdout)
+    assert [r["id"] for r in rows] == list(range(256, 261))
+    for r, (a, b) in zip(rows, tok.merges):
+        assert (r["left"], r["right"]) == (tokenizer.readable(tok.vocab[a]), tokenizer.readable(tok.vocab[b]))
+    text = run("show", "merges", "-t", tok_file, "--top", 1).stdout
+    assert text.strip() == f"0  '{rows[0]['left']}' + '{rows[0]['right']}' -> '{rows[0]['merged']}'  (id 256)"
+    assert tokenizer.readable("п".encode()[:1] + b"ab" + "п".encode()[1:]) == "<d0>ab<bf>"
+    assert tok.id_to_piece(0xD0) == "<d0>"
