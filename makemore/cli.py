@@ -49,7 +49,7 @@ LearningRate = Annotated[Optional[float], typer.Option(help="Peak learning rate 
 EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of train and val loss.")]
 Ema = Annotated[Optional[float], typer.Option(help=f"Evaluate and save a moving average of the weights with this decay (default {TrainConfig.ema}); 0 = off.", show_default=False)]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: chosen, and while training tuned to what is faster now; also MAKEMORE_THREADS).", show_default=False)]
-RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "threads", "compile", "json", "resume", "data_path")  # all else is the run's own
+RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "threads", "compile", "json", "resume", "data_path", "diagnostics")  # all else is the run's own
 
 
 def parse_settings(settings: list[str]) -> dict[str, str]:
@@ -119,12 +119,17 @@ def train(
     compile: Annotated[bool, typer.Option(help="torch.compile the model (falls back to eager mode where it cannot).")] = False,
     deterministic: Annotated[bool, typer.Option(help="torch's deterministic algorithms and a fixed thread count: the same seed gives byte-identical files.")] = False,
     threads: Threads = None,
+    diagnostics: Annotated[Optional[int], typer.Option(help="Every N steps, record activations, gradients and update ratios per layer (diagnostics.jsonl; see `show training`).", show_default=False)] = None,
     json: JsonOpt = False,
 ):
     """Train a model on FILE (default: the built-in names) and save the best checkpoint."""
     if resume:
         refuse_given(ctx, RESUME_MAY_CHANGE, "--resume continues a run with its own options",
                      "only --max-steps, --max-seconds and --device may change")
+    if diagnostics is not None and diagnostics < 1:
+        raise MakemoreError(f"`diagnostics` {diagnostics}: must be at least 1 (steps between records)")
+    if diagnostics and compile:
+        raise MakemoreError("`diagnostics` watches the eager model; leave out `compile`")
     if init_from and (settings or type or tokenizer_path or block_size):
         raise MakemoreError("--init-from takes the model type, options, tokenizer and block size from the checkpoint")
     rank = distributed.from_env(resolve_device(device))
@@ -141,7 +146,7 @@ def train(
         run = runs.Run.fresh(out_dir or runs.default_folder(data_path, type or "transformer"), data_path, type or "transformer", cfg,
                              parse_settings(settings), tokenizer_path, mode, block_size, overwrite, rank)
     with run:
-        fitted = fit_with_progress(run, rank, compile)
+        fitted = fit_with_progress(run, rank, compile, diagnostics)
     if rank.main:
         render_fitted(run, fitted, rank, json)
 
@@ -160,7 +165,7 @@ def refuse_given(ctx: typer.Context, allowed: tuple[str, ...], what: str, hint: 
         raise MakemoreError(f"{what}; it cannot change {names}: {hint}")
 
 
-def fit_with_progress(run: runs.Run, rank, compile: bool) -> runs.Fitted:
+def fit_with_progress(run: runs.Run, rank, compile: bool, diagnostics: int | None = None) -> runs.Fitted:
     """`run.fit` behind a progress bar, Ctrl-C or SIGTERM asking it to stop after the step."""
     say = stderr if rank.main else Console(file=io.StringIO())
     say.print(run.dataset.describe() + (f"; resuming at step {run.state.step}" if run.state else "")
@@ -169,7 +174,8 @@ def fit_with_progress(run: runs.Run, rank, compile: bool) -> runs.Fitted:
     stop = Signals()
     try:
         with stop, progress:
-            fitted = run.fit(track(run.model_type), stop.requested, rank, compile, warn=lambda m: say.print(flags(f"warning: {m}")))
+            fitted = run.fit(track(run.model_type), stop.requested, rank, compile, warn=lambda m: say.print(flags(f"warning: {m}")),
+                             diagnostics=diagnostics)
     except Diverged as e:
         raise diverged(e, say) from None
     finally:
@@ -572,6 +578,17 @@ def show_attention(
     path = picture(output, "attention", json, [checkpoint_path])
     result = pictures.attention(open_checkpoint(checkpoint_path), prompt)
     shown_picture(result, pictures.draw_attention, path, dpi, json)
+
+
+@show_app.command("training")
+@clean_errors(MakemoreError)
+def show_training(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder trained with --diagnostics N.")],
+    output: PictureOpt = None, dpi: DpiOpt = 80, json: JsonOpt = False,
+):
+    """The diagnostics of a run: activation and gradient histograms at the last record, update-to-data ratios over steps."""
+    path = picture(output, "training", json, [run])
+    shown_picture(pictures.training(run), pictures.draw_training, path, dpi, json)
 
 
 def number(x, digits: int = 4) -> str:

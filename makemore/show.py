@@ -21,6 +21,7 @@ import torch
 
 import tokenizer as tokenizers
 from makemore import data
+from makemore import diagnostics as diagnosing
 from makemore.checkpoint import Checkpoint
 from makemore.errors import MakemoreError
 from makemore.plot import EXTRA, matplotlib_pyplot
@@ -250,5 +251,69 @@ def draw_attention(result: dict, path: Path, dpi: int = 100) -> tuple[int, int]:
             ax.set_xticks(list(ticks), [tokens[i] for i in ticks], fontsize=6)
             ax.set_yticks(list(ticks), [tokens[i] for i in ticks], fontsize=6)
     fig.suptitle("attention: each row (a query token) over the keys it sees, up to itself")
+    fig.tight_layout()
+    return save(fig, path, dpi)
+
+
+# training diagnostics
+
+
+def training(run: Path) -> dict:
+    """The diagnostics a run recorded: the last record whole (histograms included), and per weight
+    matrix its update-to-data ratio at every record, per activation its saturated share."""
+    records = diagnosing.read(run)
+    last = records[-1]
+    steps = [r["step"] for r in records]
+    ratios = {w["name"]: [next((v.get("update_ratio") for v in r["weights"] if v["name"] == w["name"]), None) for r in records]
+              for w in last["weights"]}
+    saturated = {a["layer"]: [next((v.get("saturated") for v in r["activations"] if v["layer"] == a["layer"]), None) for r in records]
+                 for a in last["activations"]}
+    return {"run": str(run), "records": len(records), "steps": steps, "last": last, "update_ratios": ratios, "saturated": saturated}
+
+
+def draw_histograms(ax, rows: list[dict], key: str, title: str, legend) -> None:
+    """One line per layer: the histogram `rows[i][key]` as a density curve (the lecture's panels)."""
+    for row in rows:
+        h = row.get(key)
+        if not h:
+            continue
+        width = (h["hi"] - h["lo"]) / len(h["counts"])
+        centres = [h["lo"] + width * (k + 0.5) for k in range(len(h["counts"]))]
+        total = sum(h["counts"]) or 1
+        ax.plot(centres, [c / total / width for c in h["counts"]], label=legend(row))
+    ax.set_title(title, fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def draw_training(result: dict, path: Path, dpi: int = 100) -> tuple[int, int]:
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(14, 10))
+    last = result["last"]
+    acts = last["activations"]
+
+    def act_legend(a):
+        sat = f", saturated {a['saturated']:.1%}" if a.get("saturated") is not None else ""
+        return f"{a['layer']} ({a['kind']}): mean {a['mean']:+.2f}, std {a['std']:.2f}{sat}"
+
+    draw_histograms(axes[0][0], acts, "hist", f"activations at step {last['step']}", act_legend)
+    draw_histograms(axes[0][1], acts, "grad_hist", f"gradients of the activations at step {last['step']}",
+                    lambda a: f"{a['layer']}: mean {a.get('grad_mean', 0):+.1e}, std {a.get('grad_std', 0):.1e}")
+    draw_histograms(axes[1][0], last["weights"], "grad_hist", f"gradients of the weight matrices at step {last['step']}",
+                    lambda w: f"{w['name']} {tuple(w['shape'])}: std {w.get('grad_std', 0):.1e}, grad:data {w.get('grad_std', 0) / (w['std'] or 1):.1e}")
+    ax = axes[1][1]
+    nan = float("nan")
+    for name, values in result["update_ratios"].items():
+        ax.plot(result["steps"], [nan if v is None else v for v in values], label=name)
+    ax.axhline(-3, color="black", linestyle="--", linewidth=1)  # lecture 4's rough guide: updates ~1e-3 of the data
+    ax.set_xlabel("step")
+    ax.set_ylabel("log10(std(update) / std(weight))")
+    ax.set_title("update-to-data ratio per weight matrix (dashed: 1e-3)", fontsize=10)
+    if len(result["update_ratios"]) <= 12:
+        ax.legend(fontsize=7)
+    if not acts:
+        for a in axes[0]:
+            a.text(0.5, 0.5, "no activation modules (tanh, GELU, ReLU) in this model", ha="center", transform=a.transAxes)
+    fig.suptitle(f"{result['run']}: training diagnostics ({result['records']} records)")
     fig.tight_layout()
     return save(fig, path, dpi)

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
+from torch.nn import functional as F
 from typer.testing import CliRunner
 
 import tokenizer
@@ -15,6 +16,8 @@ from makemore import plot as plotting
 from makemore import show as pictures
 from makemore.checkpoint import Checkpoint, TrainingRecord
 from makemore.cli import app
+from makemore.diagnostics import Diagnostics
+from makemore.train import TrainConfig, loss_fn, make_optimizer
 from tests.conftest import toy_items
 from tests.test_cli import one_line_error
 
@@ -168,3 +171,60 @@ def test_merges_read_as_pairs_and_split_characters_as_bytes(tmp_path):
     assert text.strip() == f"0  '{rows[0]['left']}' + '{rows[0]['right']}' -> '{rows[0]['merged']}'  (id 256)"
     assert tokenizer.readable("п".encode()[:1] + b"ab" + "п".encode()[1:]) == "<d0>ab<bf>"
     assert tok.id_to_piece(0xD0) == "<d0>"
+
+
+def test_diagnostics_match_values_computed_by_hand(tmp_path):
+    torch.manual_seed(0)
+    model = models.build("mlp", models.make_config("mlp", 7, 6, context=3, n_embd=3, n_hidden=16)).train()
+    opt = make_optimizer(model, TrainConfig(lr=0.05, batch_size=4))
+    watch = Diagnostics(model, 1, tmp_path / "d.jsonl")
+    x, y = torch.randint(7, (4, 6)), torch.randint(7, (4, 6))
+    windows = F.pad(x, (2, 0), value=7).unfold(1, 3, 1)  # by hand: the MLP's hidden layer
+    h = torch.tanh(model.hidden(model.wte(windows).flatten(2)))
+    (dh,) = torch.autograd.grad(loss_fn(model.out(h), y), h)
+    loss = loss_fn(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    watch.before_update()
+    opt.step()
+    watch.after_update(0.05)
+    watch.close()
+    (record,) = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    (act,) = record["activations"]
+    assert act["layer"] == "act" and act["kind"] == "tanh" and record["step"] == 1
+    h, dh = h.detach(), dh.detach()
+    assert act["mean"] == pytest.approx(float(h.double().mean()), abs=1e-7)
+    assert act["std"] == pytest.approx(float(h.double().std()), rel=1e-6)
+    assert act["saturated"] == pytest.approx(float((h.abs() > 0.97).double().mean()))
+    assert act["grad_mean"] == pytest.approx(float(dh.double().mean()), abs=1e-9)
+    assert act["grad_std"] == pytest.approx(float(dh.double().std()), rel=1e-5)
+    assert sum(act["hist"]["counts"]) == h.numel()
+    weights = {w["name"]: w for w in record["weights"]}
+    assert set(weights) == {"wte.weight", "hidden.weight", "out.weight"}  # matrices only
+    for name, w in weights.items():
+        p = dict(model.named_parameters())[name].detach()
+        assert w["std"] == pytest.approx(float(before[name].double().std()), rel=1e-6)
+        assert w["grad_std"] == pytest.approx(float(grads[name].double().std()), rel=1e-6)
+        ratio = (p - before[name]).double().std() / before[name].double().std()
+        assert w["update_ratio"] == pytest.approx(float(ratio.log10()), abs=1e-5)
+
+
+def test_diagnostics_change_nothing_in_training_and_show_training_draws_them(tmp_path, toy_file):
+    args = ["train", toy_file, "--type", "mlp", "--set", "n_hidden=32", "--max-steps", 20, "--eval-interval", 20, "--threads", 1]
+    assert run(*args, "--out", tmp_path / "plain").exit_code == 0
+    result = run(*args, "--out", tmp_path / "watched", "--diagnostics", 5)
+    assert result.exit_code == 0, result.output
+    plain, watched = (checkpoint.load(tmp_path / name / "last.safetensors").model.state_dict() for name in ("plain", "watched"))
+    assert all(torch.equal(plain[k], watched[k]) for k in plain)  # the same weights, bit for bit
+    shown = json.loads(run("show", "training", tmp_path / "watched", "--json").stdout)
+    assert shown["steps"] == [5, 10, 15, 20] and shown["records"] == 4
+    assert list(shown["update_ratios"]) == ["wte.weight", "hidden.weight", "out.weight"]
+    assert all(-6 < r < 0 for values in shown["update_ratios"].values() for r in values)
+    one_line_error(run("show", "training", tmp_path / "plain", "--json"), "no diagnostics.jsonl", "--diagnostics")
+    one_line_error(run("plot", tmp_path / "watched", "-o", tmp_path / "watched" / "diagnostics.jsonl"), "belongs to the training run")
+    if pytest.importorskip("matplotlib", reason="pictures need the optional plot extra"):
+        out = tmp_path / "training.png"
+        assert run("show", "training", tmp_path / "watched", "-o", out, "--dpi", 20).exit_code == 0
+        assert png_size(out) == (14 * 20, 10 * 20)
