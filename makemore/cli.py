@@ -472,21 +472,25 @@ def compare(
 @app.command()
 @clean_errors(MakemoreError)
 def plot(
-    runs_: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run folders of makemore train (each has a metrics.jsonl).")],
+    runs_: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run folders of makemore train (each has a metrics.jsonl), or compare folders.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The PNG to write.")] = Path("curves.png"),
+    x: Annotated[str, typer.Option("--x", help="The x axis: steps, time (wall seconds) or tokens (seen in training).")] = "steps",
+    y: Annotated[str, typer.Option("--y", help="The y axis: loss (nats/token) or bits (per character).")] = "loss",
     json: JsonOpt = False,
 ):
     """Draw the loss curves of one or several runs into one PNG and print a summary table."""
     check_output(output, "plot", inputs=runs_, kind="png")
-    summaries = [plotting.summarize(run) for run in runs_]
+    summaries = [plotting.summarize(run, x, y) for run in plotting.runs_in(runs_)]
     for s in summaries:
         if s.skipped:
             stderr.print(f"warning: {s.path}: skipped line{'s' if len(s.skipped) > 1 else ''} "
                          f"{', '.join(map(str, s.skipped[:10]))}{' …' if len(s.skipped) > 10 else ''} (not a metrics row)")
-    plotting.curves({s.row["run"]: s.series for s in summaries}, output, "val loss (solid), train loss (dotted)")
+    plotting.curves({s.row["run"]: s.series for s in summaries}, output, "val loss (solid), train loss (dotted)",
+                    xlabel=plotting.X_AXES.get(x, x), ylabel=plotting.Y_AXES.get(y, y))
     rows = [s.row for s in summaries]
     if json:
-        print_json({"output": str(output), "runs": rows})
+        print_json({"output": str(output), "x": x, "y": y, "runs": rows,
+                    "curves": {s.row["run"]: dict(zip(("x", "train", "val"), s.series)) for s in summaries}})
         return
     table = Table("run", "steps", "best val", "at step", "last val", "tokens/s", "wall s")
     for r in rows:

@@ -279,15 +279,17 @@ class MetricsLog:
     def __init__(self, path: Path, every: int, timings: bool = True):
         self.path, self.every, self.timings = path, max(1, every), timings  # no timings: the same seed, the same bytes
         self.tokens, self.since = 0, None
+        self.seen = last_tokens(path)  # tokens trained on so far (a resumed run counts on)
 
     def __call__(self, event: Step | Eval) -> None:
         if isinstance(event, Step):
             self.tokens += event.tokens
+            self.seen += event.tokens
             if event.step % self.every:
                 return
             speed = self.tokens / (event.elapsed - self.since) if self.since is not None else None  # none for the first row
             row = {"step": event.step, "train_loss": event.loss, "lr": event.lr, "grad_norm": event.grad_norm,
-                   "tokens_per_s": speed, "wall": event.elapsed}
+                   "tokens_per_s": speed, "wall": event.elapsed, "tokens": self.seen}
             self.tokens, self.since = 0, event.elapsed
         else:
             row = {"step": event.step, "eval_train_loss": event.train_loss, "val_loss": event.val_loss, "wall": event.elapsed}
@@ -298,6 +300,22 @@ class MetricsLog:
                 f.write(json.dumps(finite(row)) + "\n")
         except OSError as e:  # a full disk, say: name this file, not "file"
             raise OSError(e.errno, e.strerror, str(self.path)) from None
+
+
+def last_tokens(path: Path) -> int:
+    """The tokens count of the last step row in a metrics.jsonl (0 for none, or a file from before the count)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        if isinstance(row, dict) and type(row.get("tokens")) is int:
+            return row["tokens"]
+    return 0
 
 
 def remove_stale_temp_files(folder: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -228,3 +230,22 @@ def test_diagnostics_change_nothing_in_training_and_show_training_draws_them(tmp
         out = tmp_path / "training.png"
         assert run("show", "training", tmp_path / "watched", "-o", out, "--dpi", 20).exit_code == 0
         assert png_size(out) == (14 * 20, 10 * 20)
+
+
+def test_plot_opens_a_compare_folder_and_draws_tokens_and_bits(tmp_path, toy_file):
+    for name in ("bigram", "mlp"):
+        args = ["train", toy_file, "--type", name, "--max-steps", 20, "--eval-interval", 50, "--out", tmp_path / "cmp" / name]
+        assert run(*args).exit_code == 0
+    result = run("plot", tmp_path / "cmp", "--x", "tokens", "--y", "bits", "-o", tmp_path / "c.png", "--json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert [Path(r["run"]).name for r in shown["runs"]] == ["bigram", "mlp"]
+    for r in shown["runs"]:
+        rows = [json.loads(line) for line in (Path(r["run"]) / "metrics.jsonl").read_text().splitlines()]
+        curve = shown["curves"][r["run"]]
+        assert curve["x"] == [next(row["tokens"] for row in rows if row["step"] == 20 and "tokens" in row)]  # one evaluation
+        assert curve["x"][0] > 20  # more than a token per step
+        assert curve["val"][0] == pytest.approx(rows[-1]["val_loss"] / math.log(2), rel=1e-9)  # characters: nats / ln 2
+    if pytest.importorskip("matplotlib", reason="plot needs the optional plot extra"):
+        assert png_size(tmp_path / "c.png") == (800, 500)
+    one_line_error(run("plot", tmp_path / "cmp", "--x", "hours", "-o", tmp_path / "d.png"), "--x hours", "steps, time, tokens")
