@@ -39,11 +39,20 @@ def pyplot():
 
 
 def save(fig, path: Path, dpi: int) -> tuple[int, int]:
-    """Write `fig` as a PNG of exactly figsize * dpi pixels (no tight cropping), atomically; its size."""
+    """Write `fig` as a PNG of exactly figsize * dpi pixels (no tight cropping), atomically; its size.
+    The colours are reduced to a palette of 256 (Pillow, which matplotlib requires): a third of the bytes."""
     plt = pyplot()
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=dpi)
     plt.close(fig)
+    try:
+        from PIL import Image
+
+        small = io.BytesIO()
+        Image.open(png).convert("RGB").quantize(256).save(small, "PNG", optimize=True)
+        png = small
+    except ImportError:
+        pass
     write_atomic(path, png.getvalue())
     w, h = fig.get_size_inches()
     return round(w * dpi), round(h * dpi)
@@ -127,27 +136,28 @@ def draw_grid(ax, matrix: list[list[float]], tokens: list[str], fmt, title: str)
     ax.imshow(matrix, cmap="Blues")
     V = len(tokens)
     if V <= GRID_LABELS:
-        small = 7 if V <= 28 else 5
+        small = 9 if V <= 28 else 5
         for i in range(V):
             for j in range(V):
                 ax.text(j, i, tokens[i] + tokens[j], ha="center", va="bottom", color="gray", fontsize=small)
                 ax.text(j, i, fmt(matrix[i][j]), ha="center", va="top", color="gray", fontsize=small)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=18)
     ax.axis("off")
 
 
 def draw_counts(result: dict, path: Path, dpi: int = 100) -> tuple[int, int]:
+    """The counts, their rows as probabilities and (with a model) its learned table, side by side."""
     plt = pyplot()
-    panels = 2 if "model" in result else 1
+    panels = 3 if "model" in result else 2
     fig, axes = plt.subplots(1, panels, figsize=(14 * panels, 14), squeeze=False)
-    tokens = result["tokens"]
-    draw_grid(axes[0][0], result["counts"], tokens, lambda v: str(v),
-              f"{result['data']}: how often the column's token follows the row's ({result['pairs']:,} pairs)")
-    if panels == 2:
+    tokens, ax = result["tokens"], axes[0]
+    draw_grid(ax[0], result["counts"], tokens, str, f"{result['data']}: row token, then column token ({result['pairs']:,} pairs)")
+    draw_grid(ax[1], result["probs"], tokens, lambda v: f"{v:.2f}",
+              f"each row / its sum (smoothing {result['smoothing']:g}): {result['nll']:.4f} nats/pair")
+    if panels == 3:
         m = result["model"]
-        draw_grid(axes[0][1], m["probs"], tokens, lambda v: f"{v:.2f}",
-                  f"the bigram model's softmax(logits): {m['nll']:.4f} nats/pair (counts: {result['nll']:.4f})")
-    fig.tight_layout()
+        draw_grid(ax[2], m["probs"], tokens, lambda v: f"{v:.2f}", f"the bigram model's softmax(logits): {m['nll']:.4f} nats/pair")
+    fig.tight_layout(pad=2)
     return save(fig, path, dpi)
 
 
@@ -248,8 +258,8 @@ def draw_attention(result: dict, path: Path, dpi: int = 100) -> tuple[int, int]:
             ax.imshow(w, cmap="viridis", vmin=0, vmax=1)
             ax.set_title(f"block {l} head {h}", fontsize=9)
             ticks = range(len(tokens)) if len(tokens) <= 40 else []
-            ax.set_xticks(list(ticks), [tokens[i] for i in ticks], fontsize=6)
-            ax.set_yticks(list(ticks), [tokens[i] for i in ticks], fontsize=6)
+            ax.set_xticks(list(ticks), [tokens[i] for i in ticks], fontsize=9 if len(tokens) <= 16 else 6)
+            ax.set_yticks(list(ticks), [tokens[i] for i in ticks], fontsize=9 if len(tokens) <= 16 else 6)
     fig.suptitle("attention: each row (a query token) over the keys it sees, up to itself")
     fig.tight_layout()
     return save(fig, path, dpi)

@@ -138,7 +138,7 @@ def test_every_picture_decodes_at_its_size(tmp_path, toy_file, chars):
     pytest.importorskip("matplotlib", reason="pictures need the optional plot extra")
     mlp, _ = saved(tmp_path, "mlp", chars, n_embd=4)
     transformer, _ = saved(tmp_path, "transformer", chars, n_layer=2, n_head=3, n_embd=12)
-    cases = [(["counts", toy_file], (14 * 20, 14 * 20)), (["embeddings", "-c", mlp], (8 * 20, 8 * 20)),
+    cases = [(["counts", toy_file], (2 * 14 * 20, 14 * 20)), (["embeddings", "-c", mlp], (8 * 20, 8 * 20)),
              (["attention", "-c", transformer, "--prompt", "kari"], (3 * 3 * 20, 2 * 3 * 20))]
     for args, size in cases:
         out = tmp_path / f"{args[0]}.png"
