@@ -517,7 +517,6 @@ def data_(json: JsonOpt = False):
 
 show_app = typer.Typer(no_args_is_help=True, help="The lectures' pictures from your own data and models: PNGs, or their numbers with --json.")
 app.add_typer(show_app, name="show")
-show_app.command("merges")(tokenizer_cli.merges)  # the tokenizer's own listing, under both commands
 PictureOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="The PNG to write (default: <picture>.png; with --json, none unless named).", show_default=False)]
 DpiOpt = Annotated[int, typer.Option(help="Pixels per inch of the PNG.")]
 
@@ -550,7 +549,7 @@ def show_counts(
     smoothing: Annotated[float, typer.Option(help="Added to every count before the rows become probabilities (the lecture's 1).")] = 1.0,
     output: PictureOpt = None, dpi: DpiOpt = 60, json: JsonOpt = False,
 ):
-    """The bigram count matrix of the data as the lecture draws it (each cell: the pair and its count)."""
+    """The bigram count matrix of the data as the lecture draws it (each cell: the pair and its count), and its probabilities."""
     path = picture(output, "counts", json, [data_path, checkpoint_path])
     ckpt = checkpoint.load(checkpoint_path) if checkpoint_path else None
     result = pictures.counts(data_path, ckpt, smoothing)
@@ -593,6 +592,9 @@ def show_training(
     """The diagnostics of a run: activation and gradient histograms at the last record, update-to-data ratios over steps."""
     path = picture(output, "training", json, [run])
     shown_picture(pictures.training(run), pictures.draw_training, path, dpi, json)
+
+
+show_app.command("merges")(tokenizer_cli.merges)  # the tokenizer's own listing, under both commands
 
 
 def number(x, digits: int = 4) -> str:
