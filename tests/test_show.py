@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.nn import functional as F
 from typer.testing import CliRunner
 
@@ -124,6 +126,18 @@ def test_attention_is_causal_sums_to_one_and_matches_the_fast_path(tmp_path, cha
     assert result["tokens"] == [".", *"karimo"]  # a lines-mode model reads an item from its boundary
     w = torch.tensor(result["weights"], dtype=torch.double)
     assert w.shape == (2, 2, 7, 7) and torch.allclose(w.sum(-1), torch.ones(2, 2, 7, dtype=torch.double))
+
+
+@given(heads=st.integers(1, 3), width=st.integers(1, 4), T=st.integers(1, 9), layers=st.integers(1, 2))
+@settings(max_examples=8, deadline=None)
+def test_written_out_attention_equals_the_fast_kernel(heads, width, T, layers):
+    torch.manual_seed(heads * 100 + width * 10 + T)
+    config = models.make_config("transformer", 11, 9, n_layer=layers, n_head=heads, n_embd=heads * width * 2, dropout=0.0)
+    model = models.build("transformer", config).eval()
+    idx = torch.randint(11, (2, T))
+    logits, weights = model.attention(idx)
+    assert torch.allclose(logits, model(idx), atol=1e-5)
+    assert all(torch.allclose(w.sum(-1), torch.ones(2, heads, T), atol=1e-6) and not w.triu(1).any() for w in weights)
 
 
 def test_attention_refuses_other_models_and_long_prompts(tmp_path, chars):
@@ -248,4 +262,7 @@ def test_plot_opens_a_compare_folder_and_draws_tokens_and_bits(tmp_path, toy_fil
         assert curve["val"][0] == pytest.approx(rows[-1]["val_loss"] / math.log(2), rel=1e-9)  # characters: nats / ln 2
     if pytest.importorskip("matplotlib", reason="plot needs the optional plot extra"):
         assert png_size(tmp_path / "c.png") == (800, 500)
+    timed = json.loads(run("plot", tmp_path / "cmp" / "mlp", "--x", "time", "-o", tmp_path / "t.png", "--json").stdout)
+    rows = [json.loads(line) for line in (tmp_path / "cmp" / "mlp" / "metrics.jsonl").read_text().splitlines()]
+    assert list(timed["curves"].values())[0]["x"] == [r["wall"] for r in rows if "val_loss" in r]
     one_line_error(run("plot", tmp_path / "cmp", "--x", "hours", "-o", tmp_path / "d.png"), "--x hours", "steps, time, tokens")
