@@ -70,14 +70,12 @@ def label(tok, i: int) -> str:
 # counts
 
 
-def sequences(src: data.Source, tok) -> tuple[str, list[list[int]]]:
-    """The data's mode and its token sequences: each item between boundaries (lines), or the whole text (text)."""
-    kind, _ = data.choose("auto", src.text)
+def sequences(src: data.Source, tok, mode: str) -> list[list[int]]:
+    """The data's token sequences: each item between boundaries (lines), or the whole text (text)."""
     try:
-        if kind.kind == "lines":
-            items, _ = data.lines_of(src.text)
-            return "lines", [[tok.eot_id, *tok.encode(s), tok.eot_id] for s in items]
-        return "text", [tok.encode(src.text)]
+        if mode == "lines":
+            return [[tok.eot_id, *tok.encode(s), tok.eot_id] for s in data.lines_of(src.text)[0]]
+        return [tok.encode(src.text)]
     except tokenizers.TokenizerError as e:
         raise MakemoreError(f"{src.name}: {e}") from None
 
@@ -112,15 +110,14 @@ def counts(path: str | Path | None, ckpt: Checkpoint | None = None, smoothing: f
         src = data.source_of(ckpt.training.data, str(ckpt.path))
     else:
         src = data.read_source(path)
+    mode = data.kind_of(ckpt.training.data).kind if ckpt is not None else data.choose("auto", src.text)[0].kind
     if ckpt is not None:
         tok = ckpt.tokenizer
     else:
-        tok = tokenizers.CharTokenizer.from_items(data.lines_of(src.text)[0] if data.choose("auto", src.text)[0].kind == "lines"
-                                                  else [src.text])
+        tok = tokenizers.CharTokenizer.from_items(data.lines_of(src.text)[0] if mode == "lines" else [src.text])
     if tok.kind != "char":
         raise MakemoreError(f"{ckpt.path}: a {tok.kind} tokenizer of {tok.vocab_size:,} tokens; `show counts` draws character grids")
-    mode, seqs = sequences(src, tok)
-    n = count_matrix(seqs, tok.vocab_size)
+    n = count_matrix(sequences(src, tok, mode), tok.vocab_size)
     p = row_probs(n, smoothing)
     result = {"data": src.name, "mode": mode, "tokens": [label(tok, i) for i in range(tok.vocab_size)],
               "pairs": int(n.sum()), "smoothing": smoothing, "counts": n.tolist(), "probs": p.tolist(), "nll": nll(p, n)}
