@@ -521,8 +521,10 @@ PictureOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="The 
 DpiOpt = Annotated[int, typer.Option(help="Pixels per inch of the PNG.")]
 
 
-def picture(output: Path | None, name: str, json: bool, inputs: list) -> Path | None:
+def picture(output: Path | None, name: str, json: bool, inputs: list, dpi: int) -> Path | None:
     """Where the picture goes (None: --json alone), checked before any work, matplotlib with it."""
+    if not 10 <= dpi <= 1000:
+        raise MakemoreError(f"`dpi` {dpi}: must be from 10 to 1000")
     if output is None and json:
         return None
     path = check_output(output or Path(f"{name}.png"), "picture", inputs=inputs, kind="png")
@@ -532,8 +534,6 @@ def picture(output: Path | None, name: str, json: bool, inputs: list) -> Path | 
 
 def shown_picture(result: dict, draw, path: Path | None, dpi: int, json: bool) -> None:
     """Draw `result` to `path` (if any), then print its numbers (--json) or say what was written."""
-    if dpi < 10 or dpi > 1000:
-        raise MakemoreError(f"`dpi` {dpi}: must be from 10 to 1000")
     size = draw(result, path, dpi) if path else None
     if json:
         print_json(result | ({"output": str(path), "size": list(size)} if path else {}))
@@ -550,7 +550,7 @@ def show_counts(
     output: PictureOpt = None, dpi: DpiOpt = 60, json: JsonOpt = False,
 ):
     """The bigram count matrix of the data as the lecture draws it (each cell: the pair and its count), and its probabilities."""
-    path = picture(output, "counts", json, [data_path, checkpoint_path])
+    path = picture(output, "counts", json, [data_path, checkpoint_path], dpi)
     ckpt = checkpoint.load(checkpoint_path) if checkpoint_path else None
     result = pictures.counts(data_path, ckpt, smoothing)
     shown_picture(result, pictures.draw_counts, path, dpi, json)
@@ -564,7 +564,7 @@ def show_counts(
 @clean_errors(MakemoreError)
 def show_embeddings(checkpoint_path: CheckpointOpt = None, output: PictureOpt = None, dpi: DpiOpt = 100, json: JsonOpt = False):
     """The token embedding table in 2-D: its two dimensions, or a PCA with the variance each axis explains."""
-    path = picture(output, "embeddings", json, [checkpoint_path])
+    path = picture(output, "embeddings", json, [checkpoint_path], dpi)
     result = pictures.embeddings(open_checkpoint(checkpoint_path))
     shown_picture(result, pictures.draw_embeddings, path, dpi, json)
     if not json and result["explained"]:
@@ -578,7 +578,7 @@ def show_attention(
     checkpoint_path: CheckpointOpt = None, output: PictureOpt = None, dpi: DpiOpt = 80, json: JsonOpt = False,
 ):
     """Per block and head, a transformer's causal attention weights over the prompt's tokens."""
-    path = picture(output, "attention", json, [checkpoint_path])
+    path = picture(output, "attention", json, [checkpoint_path], dpi)
     result = pictures.attention(open_checkpoint(checkpoint_path), prompt)
     shown_picture(result, pictures.draw_attention, path, dpi, json)
 
@@ -590,7 +590,7 @@ def show_training(
     output: PictureOpt = None, dpi: DpiOpt = 80, json: JsonOpt = False,
 ):
     """The diagnostics of a run: activation and gradient histograms at the last record, update-to-data ratios over steps."""
-    path = picture(output, "training", json, [run])
+    path = picture(output, "training", json, [run], dpi)
     shown_picture(pictures.training(run), pictures.draw_training, path, dpi, json)
 
 
