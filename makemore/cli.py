@@ -49,7 +49,7 @@ LearningRate = Annotated[Optional[float], typer.Option(help="Peak learning rate 
 EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of train and val loss.")]
 Ema = Annotated[Optional[float], typer.Option(help=f"Evaluate and save a moving average of the weights with this decay (default {TrainConfig.ema}); 0 = off.", show_default=False)]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: chosen, and while training tuned to what is faster now; also MAKEMORE_THREADS).", show_default=False)]
-RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "threads", "compile", "json", "resume", "data_path", "diagnostics")  # all else is the run's own
+RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "threads", "compile", "json", "resume", "data_path")  # all else is the run's own
 
 
 def parse_settings(settings: list[str]) -> dict[str, str]:
@@ -123,13 +123,10 @@ def train(
     json: JsonOpt = False,
 ):
     """Train a model on FILE (default: the built-in names) and save the best checkpoint."""
+    check_diagnostics(diagnostics, compile)
     if resume:
-        refuse_given(ctx, RESUME_MAY_CHANGE, "--resume continues a run with its own options",
+        refuse_given(ctx, RESUME_MAY_CHANGE + ("diagnostics",), "--resume continues a run with its own options",
                      "only --max-steps, --max-seconds and --device may change")
-    if diagnostics is not None and diagnostics < 1:
-        raise MakemoreError(f"`diagnostics` {diagnostics}: must be at least 1 (steps between records)")
-    if diagnostics and compile:
-        raise MakemoreError("`diagnostics` watches the eager model; leave out `compile`")
     if init_from and (settings or type or tokenizer_path or block_size):
         raise MakemoreError("--init-from takes the model type, options, tokenizer and block size from the checkpoint")
     rank = distributed.from_env(resolve_device(device))
@@ -149,6 +146,13 @@ def train(
         fitted = fit_with_progress(run, rank, compile, diagnostics)
     if rank.main:
         render_fitted(run, fitted, rank, json)
+
+
+def check_diagnostics(diagnostics: int | None, compile: bool) -> None:
+    if diagnostics is not None and diagnostics < 1:
+        raise MakemoreError(f"`diagnostics` {diagnostics}: must be at least 1 (steps between records)")
+    if diagnostics and compile:
+        raise MakemoreError("`diagnostics` watches the eager model; leave out `compile`")
 
 
 def thread_count(threads: int | None) -> int | None:
