@@ -148,13 +148,6 @@ def train(
         render_fitted(run, fitted, rank, json)
 
 
-def check_diagnostics(diagnostics: int | None, compile: bool) -> None:
-    if diagnostics is not None and diagnostics < 1:
-        raise MakemoreError(f"`diagnostics` {diagnostics}: must be at least 1 (steps between records)")
-    if diagnostics and compile:
-        raise MakemoreError("`diagnostics` watches the eager model; leave out `compile`")
-
-
 def thread_count(threads: int | None) -> int | None:
     """--threads, else MAKEMORE_THREADS, else None (chosen): checked, not yet applied."""
     return threads_.requested(threads)
@@ -189,6 +182,13 @@ def fit_with_progress(run: runs.Run, rank, compile: bool, diagnostics: int | Non
                   f"resume with: makemore train --resume {run.folder}")
         raise typer.Exit(stop.exit_code)
     return fitted
+
+
+def check_diagnostics(diagnostics: int | None, compile: bool) -> None:
+    if diagnostics is not None and diagnostics < 1:
+        raise MakemoreError(f"`diagnostics` {diagnostics}: must be at least 1 (steps between records)")
+    if diagnostics and compile:
+        raise MakemoreError("`diagnostics` watches the eager model; leave out `compile`")
 
 
 def render_fitted(run: runs.Run, fitted: runs.Fitted, rank, json: bool) -> None:
