@@ -21,6 +21,7 @@ from makemore import checkpoint, data, distributed, models
 from makemore import plot as plotting
 from makemore import compare as comparison
 from makemore import run as runs
+from makemore import show as pictures
 from makemore import sample as generate
 from makemore import threads as threads_
 from makemore import tokens
@@ -148,11 +149,13 @@ def train(
     test_items: Annotated[int, typer.Option(help="Items or windows of the test split that the final test loss measures.")] = TrainConfig.test_items,
     cache_dir: CacheDir = None,
     threads: Threads = None,
+    diagnostics: Annotated[Optional[int], typer.Option(help="Every N steps, record activations, gradients and update ratios per layer (diagnostics.jsonl; see `show training`).", show_default=False)] = None,
     json: JsonOpt = False,
 ):
     """Train a model on FILE (default: the built-in names) and save the best checkpoint."""
+    check_diagnostics(diagnostics, compile)
     if resume:
-        refuse_given(ctx, RESUME_MAY_CHANGE, "--resume continues a run with its own options",
+        refuse_given(ctx, RESUME_MAY_CHANGE + ("diagnostics",), "--resume continues a run with its own options",
                      "only --max-steps, --max-seconds and --device may change")
     if init_from and (settings or type or tokenizer_path or block_size):
         raise MakemoreError("--init-from takes the model type, options, tokenizer and block size from the checkpoint")
@@ -172,7 +175,7 @@ def train(
         run = runs.Run.fresh(out_dir or runs.default_folder(data_path, type or "transformer"), data_path, type or "transformer", cfg,
                              parse_settings(settings), tokenizer_path, mode, block_size, overwrite, rank)
     with run:
-        fitted = fit_with_progress(run, rank, compile)
+        fitted = fit_with_progress(run, rank, compile, diagnostics)
     if rank.main:
         render_fitted(run, fitted, rank, json)
 
@@ -191,7 +194,7 @@ def refuse_given(ctx: typer.Context, allowed: tuple[str, ...], what: str, hint: 
         raise MakemoreError(f"{what}; it cannot change {names}: {hint}")
 
 
-def fit_with_progress(run: runs.Run, rank, compile: bool) -> runs.Fitted:
+def fit_with_progress(run: runs.Run, rank, compile: bool, diagnostics: int | None = None) -> runs.Fitted:
     """`run.fit` behind a progress bar, Ctrl-C or SIGTERM asking it to stop after the step."""
     say = stderr if rank.main else Console(file=io.StringIO())
     say.print(run.dataset.describe() + (f"; resuming at step {run.state.step}" if run.state else "")
@@ -200,7 +203,8 @@ def fit_with_progress(run: runs.Run, rank, compile: bool) -> runs.Fitted:
     stop = Signals()
     try:
         with stop, progress:
-            fitted = run.fit(track(run.model_type), stop.requested, rank, compile, warn=lambda m: say.print(flags(f"warning: {m}")))
+            fitted = run.fit(track(run.model_type), stop.requested, rank, compile, warn=lambda m: say.print(flags(f"warning: {m}")),
+                             diagnostics=diagnostics)
     except Diverged as e:
         raise diverged(e, say) from None
     finally:
@@ -210,6 +214,13 @@ def fit_with_progress(run: runs.Run, rank, compile: bool) -> runs.Fitted:
                   f"resume with: makemore train --resume {run.folder}")
         raise typer.Exit(stop.exit_code)
     return fitted
+
+
+def check_diagnostics(diagnostics: int | None, compile: bool) -> None:
+    if diagnostics is not None and diagnostics < 1:
+        raise MakemoreError(f"`diagnostics` {diagnostics}: must be at least 1 (steps between records)")
+    if diagnostics and compile:
+        raise MakemoreError("`diagnostics` watches the eager model; leave out `compile`")
 
 
 def render_fitted(run: runs.Run, fitted: runs.Fitted, rank, json: bool) -> None:
@@ -507,21 +518,25 @@ def compare(
 @app.command()
 @clean_errors(MakemoreError)
 def plot(
-    runs_: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run folders of makemore train (each has a metrics.jsonl).")],
+    runs_: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run folders of makemore train (each has a metrics.jsonl), or compare folders.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The PNG to write.")] = Path("curves.png"),
+    x: Annotated[str, typer.Option("--x", help="The x axis: steps, time (wall seconds) or tokens (seen in training).")] = "steps",
+    y: Annotated[str, typer.Option("--y", help="The y axis: loss (nats/token) or bits (per character).")] = "loss",
     json: JsonOpt = False,
 ):
     """Draw the loss curves of one or several runs into one PNG and print a summary table."""
     check_output(output, "plot", inputs=runs_, kind="png")
-    summaries = [plotting.summarize(run) for run in runs_]
+    summaries = [plotting.summarize(run, x, y) for run in plotting.runs_in(runs_)]
     for s in summaries:
         if s.skipped:
             stderr.print(f"warning: {s.path}: skipped line{'s' if len(s.skipped) > 1 else ''} "
                          f"{', '.join(map(str, s.skipped[:10]))}{' …' if len(s.skipped) > 10 else ''} (not a metrics row)")
-    plotting.curves({s.row["run"]: s.series for s in summaries}, output, "val loss (solid), train loss (dotted)")
+    plotting.curves({s.row["run"]: s.series for s in summaries}, output, "val loss (solid), train loss (dotted)",
+                    xlabel=plotting.X_AXES.get(x, x), ylabel=plotting.Y_AXES.get(y, y))
     rows = [s.row for s in summaries]
     if json:
-        print_json({"output": str(output), "runs": rows})
+        print_json({"output": str(output), "x": x, "y": y, "runs": rows,
+                    "curves": {s.row["run"]: dict(zip(("x", "train", "val"), s.series)) for s in summaries}})
         return
     table = Table("run", "steps", "best val", "at step", "last val", "tokens/s", "wall s")
     for r in rows:
@@ -557,6 +572,88 @@ def data_(
         table.add_row(r["name"], r["what"], f"{r['bytes'] / 1e6:.2f} MB", r["source"], r["licence"])
     out.print(table)
     out.print(f"encoded text files: {entries} in {cache['folder']} ({size / 1e6:,.1f} MB); --clear-cache removes them")
+
+
+show_app = typer.Typer(no_args_is_help=True, help="The lectures' pictures from your own data and models: PNGs, or their numbers with --json.")
+app.add_typer(show_app, name="show")
+PictureOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="The PNG to write (default: <picture>.png; with --json, none unless named).", show_default=False)]
+DpiOpt = Annotated[int, typer.Option(help="Pixels per inch of the PNG.")]
+
+
+def picture(output: Path | None, name: str, json: bool, inputs: list, dpi: int) -> Path | None:
+    """Where the picture goes (None: --json alone), checked before any work, matplotlib with it."""
+    if not 10 <= dpi <= 1000:
+        raise MakemoreError(f"`dpi` {dpi}: must be from 10 to 1000")
+    if output is None and json:
+        return None
+    path = check_output(output or Path(f"{name}.png"), "picture", inputs=inputs, kind="png")
+    pictures.pyplot()
+    return path
+
+
+def shown_picture(result: dict, draw, path: Path | None, dpi: int, json: bool) -> None:
+    """Draw `result` to `path` (if any), then print its numbers (--json) or say what was written."""
+    size = draw(result, path, dpi) if path else None
+    if json:
+        print_json(result | ({"output": str(path), "size": list(size)} if path else {}))
+    else:
+        stderr.print(f"wrote {path} ({size[0]} x {size[1]} pixels)")
+
+
+@show_app.command("counts")
+@clean_errors(MakemoreError)
+def show_counts(
+    data_path: Annotated[Optional[Path], typer.Argument(metavar="[DATA]", help="A data file or a built-in set (default: the model's training data, else names).", show_default=False)] = None,
+    checkpoint_path: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="A bigram model: its learned table beside the counts.")] = None,
+    smoothing: Annotated[float, typer.Option(help="Added to every count before the rows become probabilities (the lecture's 1).")] = 1.0,
+    output: PictureOpt = None, dpi: DpiOpt = 60, json: JsonOpt = False,
+):
+    """The bigram count matrix of the data as the lecture draws it (each cell: the pair and its count), and its probabilities."""
+    path = picture(output, "counts", json, [data_path, checkpoint_path], dpi)
+    ckpt = checkpoint.load(checkpoint_path) if checkpoint_path else None
+    result = pictures.counts(data_path, ckpt, smoothing)
+    shown_picture(result, pictures.draw_counts, path, dpi, json)
+    if not json:
+        out.print(f"{result['data']}: {result['pairs']:,} pairs of {len(result['tokens'])} tokens; "
+                  f"the counts' probabilities (smoothing {smoothing:g}): {result['nll']:.4f} nats/pair"
+                  + (f"; the model's: {result['model']['nll']:.4f}" if "model" in result else ""))
+
+
+@show_app.command("embeddings")
+@clean_errors(MakemoreError)
+def show_embeddings(checkpoint_path: CheckpointOpt = None, output: PictureOpt = None, dpi: DpiOpt = 100, json: JsonOpt = False):
+    """The token embedding table in 2-D: its two dimensions, or a PCA with the variance each axis explains."""
+    path = picture(output, "embeddings", json, [checkpoint_path], dpi)
+    result = pictures.embeddings(open_checkpoint(checkpoint_path))
+    shown_picture(result, pictures.draw_embeddings, path, dpi, json)
+    if not json and result["explained"]:
+        out.print(f"PCA of {result['dims']} dimensions: the axes explain {result['explained'][0]:.1%} and {result['explained'][1]:.1%} of the variance")
+
+
+@show_app.command("attention")
+@clean_errors(MakemoreError)
+def show_attention(
+    prompt: Annotated[str, typer.Option("--prompt", help="The text whose tokens attend to each other.")],
+    checkpoint_path: CheckpointOpt = None, output: PictureOpt = None, dpi: DpiOpt = 80, json: JsonOpt = False,
+):
+    """Per block and head, a transformer's causal attention weights over the prompt's tokens."""
+    path = picture(output, "attention", json, [checkpoint_path], dpi)
+    result = pictures.attention(open_checkpoint(checkpoint_path), prompt)
+    shown_picture(result, pictures.draw_attention, path, dpi, json)
+
+
+@show_app.command("training")
+@clean_errors(MakemoreError)
+def show_training(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder trained with --diagnostics N.")],
+    output: PictureOpt = None, dpi: DpiOpt = 80, json: JsonOpt = False,
+):
+    """The diagnostics of a run: activation and gradient histograms at the last record, update-to-data ratios over steps."""
+    path = picture(output, "training", json, [run], dpi)
+    shown_picture(pictures.training(run), pictures.draw_training, path, dpi, json)
+
+
+show_app.command("merges")(tokenizer_cli.merges)  # the tokenizer's own listing, under both commands
 
 
 def number(x, digits: int = 4) -> str:

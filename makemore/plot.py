@@ -2,24 +2,28 @@
 
 `read_metrics` reads a run folder's metrics.jsonl (a line cut short by a crash, or with a field of
 the wrong type, is skipped and its number returned);
+`runs_in` opens a `compare` folder into its runs; `summarize` puts steps, wall time or tokens
+seen on the x axis and loss (nats per token) or bits per character on the y axis;
 `curves` draws val loss (solid) and train loss (dotted) of several runs into one figure, on a log
-step axis when their lengths differ by much, and writes it atomically.
+x axis when their lengths differ by much (a run with one evaluation as a point), and writes it atomically.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from makemore import checkpoint
 from makemore.errors import MakemoreError
 from safeio.files import write_atomic
 
 EXTRA = "pip install 'makemore[plot]'"
 
 
-NUMBERS = ("train_loss", "eval_train_loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "wall")  # null where not finite
+NUMBERS = ("train_loss", "eval_train_loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "wall", "tokens")  # null where not finite
 
 
 def read_metrics(run: Path) -> tuple[list[dict], Path, list[int]]:
@@ -63,16 +67,65 @@ class Summary:
     skipped: list[int]
 
 
-def summarize(run: Path) -> Summary:
+X_AXES = {"steps": "step", "time": "wall time (s)", "tokens": "tokens seen"}
+Y_AXES = {"loss": "loss (nats/token)", "bits": "bits per character"}
+
+
+def runs_in(paths: list[Path]) -> list[Path]:
+    """The run folders named, a `compare` folder (no metrics.jsonl of its own) opened into its runs."""
+    found = []
+    for path in paths:
+        inner = sorted(p.parent for p in path.glob("*/metrics.jsonl")) if path.is_dir() and not (path / "metrics.jsonl").exists() else []
+        found += inner or [path]
+    return found
+
+
+def tokens_at(metrics: list[dict], step: int) -> float | None:
+    """Tokens seen by `step`: the count of the last step row at or before it, plus its rate since."""
+    rows = [r for r in metrics if isinstance(r.get("tokens"), (int, float)) and 0 < r["step"] <= step]
+    if not rows:
+        return None
+    last = max(rows, key=lambda r: r["step"])
+    return last["tokens"] + (step - last["step"]) * last["tokens"] / last["step"]
+
+
+def x_values(metrics: list[dict], evals: list[dict], x: str, path: Path) -> list[float]:
+    if x not in X_AXES:
+        raise MakemoreError(f"`x` {x}: choose one of {', '.join(X_AXES)}")
+    if x == "steps":
+        return [r["step"] for r in evals]
+    values = [r.get("wall") for r in evals] if x == "time" else [tokens_at(metrics, r["step"]) for r in evals]
+    if any(v is None for v in values):
+        why = "no wall times (a --deterministic run)" if x == "time" else "no token counts (a run from before they were recorded)"
+        raise MakemoreError(f"{path}: {why}; use `x` steps")
+    return values
+
+
+def bits_per_nat(run: Path) -> float:
+    """Bits per character per nat per token of a run: its test split's ratio (characters per token differ
+    with the tokenizer), or 1 / ln 2 for characters (one token per character, an item's end counted)."""
+    ckpt = checkpoint.load(run)
+    t = ckpt.training
+    if t.test_loss and t.test_bits_per_char is not None:
+        return t.test_bits_per_char / t.test_loss
+    if ckpt.tokenizer.kind == "char":
+        return 1 / math.log(2)
+    raise MakemoreError(f"{run}: no test result to turn nats per token into bits per character; finish the run or use `y` loss")
+
+
+def summarize(run: Path, x: str = "steps", y: str = "loss") -> Summary:
     metrics, path, skipped = read_metrics(run)
+    if y not in Y_AXES:
+        raise MakemoreError(f"`y` {y}: choose one of {', '.join(Y_AXES)}")
     evals = [r for r in metrics if "val_loss" in r]
     best = min((r for r in evals if r["val_loss"] is not None), key=lambda r: r["val_loss"])
     speeds = sorted(r["tokens_per_s"] for r in metrics if r.get("tokens_per_s"))
     row = {"run": str(run), "steps": max(r["step"] for r in metrics), "best_val_loss": best["val_loss"], "best_step": best["step"],
            "last_val_loss": evals[-1]["val_loss"], "tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
            "wall_s": max(r.get("wall") or 0 for r in metrics)}
-    series = ([r["step"] for r in evals], [r.get("eval_train_loss") for r in evals], [r["val_loss"] for r in evals])
-    return Summary(row, series, path, skipped)
+    scale = bits_per_nat(run) if y == "bits" else 1.0
+    train, val = ([None if v is None else v * scale for v in (r.get(k) for r in evals)] for k in ("eval_train_loss", "val_loss"))
+    return Summary(row, (x_values(metrics, evals, x, path), train, val), path, skipped)
 
 
 def matplotlib_pyplot():
@@ -86,8 +139,8 @@ def matplotlib_pyplot():
     return plt
 
 
-def curves(series: dict[str, tuple[list[int], list[float | None], list[float | None]]], path: Path, title: str,
-           required: bool = True) -> bool:
+def curves(series: dict[str, tuple[list[float], list[float | None], list[float | None]]], path: Path, title: str,
+           required: bool = True, xlabel: str = X_AXES["steps"], ylabel: str = Y_AXES["loss"]) -> bool:
     """A PNG of each run's (steps, train losses, val losses). Without matplotlib: an error naming the
     extra, or (not `required`) False."""
     plt = matplotlib_pyplot()
@@ -99,12 +152,13 @@ def curves(series: dict[str, tuple[list[int], list[float | None], list[float | N
     longest = [max(steps) for steps, _, _ in series.values() if steps]
     for name, (steps, train, val) in series.items():
         nan = float("nan")  # a null loss (not finite when measured) leaves a gap
-        (line,) = ax.plot(steps, [nan if v is None else v for v in val], label=name)
-        ax.plot(steps, [nan if v is None else v for v in train], linestyle=":", color=line.get_color())
+        marker = "o" if len(steps) == 1 else None  # one evaluation: a point, not an invisible line
+        (line,) = ax.plot(steps, [nan if v is None else v for v in val], label=name, marker=marker)
+        ax.plot(steps, [nan if v is None else v for v in train], linestyle=":", color=line.get_color(), marker=marker, fillstyle="none")
     if longest and max(longest) > 20 * max(1, min(longest)):
         ax.set_xscale("log")  # runs of very different lengths share one axis
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)

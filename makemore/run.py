@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from makemore import checkpoint, data, memory, models
+from makemore import checkpoint, data, diagnostics as diagnosing, memory, models
 from makemore.checkpoint import Checkpoint, TrainingRecord
 from makemore.distributed import SINGLE, Rank
 from makemore.errors import MakemoreError
@@ -156,9 +156,10 @@ class Run:
                               options=dataclasses.asdict(self.cfg), init_from=self.origin, **extra)
 
     def fit(self, on_event: Callable | None = None, should_stop: Callable[[], bool] | None = None, rank: Rank = SINGLE,
-            compile: bool = False, warn: Callable[[str], None] = lambda message: None) -> Fitted:
+            compile: bool = False, warn: Callable[[str], None] = lambda message: None, diagnostics: int | None = None) -> Fitted:
         """Train until the budget; save the best model as it improves and `last.safetensors` (the latest
-        weights and training state) at the end; then measure the test loss."""
+        weights and training state) at the end; then measure the test loss. With `diagnostics` N,
+        every N steps the activations, gradients and update ratios go to diagnostics.jsonl."""
         cfg, model, folder, splits = self.cfg, self.model, self.folder, self.dataset.splits
         model.to(cfg.device)
         ckpt = Checkpoint(self.model_type, model, self.dataset.tokenizer, TrainingRecord())
@@ -185,10 +186,15 @@ class Run:
         was_deterministic = torch.are_deterministic_algorithms_enabled()
         if cfg.deterministic and not was_deterministic:  # only when asked: the call imports torch's compiler
             torch.use_deterministic_algorithms(True)
+        watch = None
+        if diagnostics and rank.main:
+            watch = diagnosing.Diagnostics(model, diagnostics, folder / diagnosing.FILENAME, self.state.step if self.state else 0)
         try:
-            result = train(model, splits["train"], splits["val"], cfg, self.state, events, on_improved, should_stop, rank, net)
+            result = train(model, splits["train"], splits["val"], cfg, self.state, events, on_improved, should_stop, rank, net, watch)
         finally:
             torch.use_deterministic_algorithms(was_deterministic)
+            if watch:
+                watch.close()
         if rank.world > 1 and not rank.same(sum(float(p.detach().double().sum()) for p in model.parameters())):
             raise MakemoreError("the training processes ended with different parameters; the run is not saved")
         if rank.main:
@@ -252,7 +258,7 @@ def start_fresh(folder: Path, lock: RunLock, rank: Rank, overwrite: bool) -> Non
         return
     lock.acquire()
     check_unused(folder, overwrite)
-    for name in (checkpoint.LAST, METRICS):
+    for name in (checkpoint.LAST, METRICS, diagnosing.FILENAME):
         (folder / name).unlink(missing_ok=True)
 
 
@@ -273,15 +279,17 @@ class MetricsLog:
     def __init__(self, path: Path, every: int, timings: bool = True):
         self.path, self.every, self.timings = path, max(1, every), timings  # no timings: the same seed, the same bytes
         self.tokens, self.since = 0, None
+        self.seen = last_tokens(path)  # tokens trained on so far (a resumed run counts on)
 
     def __call__(self, event: Step | Eval) -> None:
         if isinstance(event, Step):
             self.tokens += event.tokens
+            self.seen += event.tokens
             if event.step % self.every:
                 return
             speed = self.tokens / (event.elapsed - self.since) if self.since is not None else None  # none for the first row
             row = {"step": event.step, "train_loss": event.loss, "lr": event.lr, "grad_norm": event.grad_norm,
-                   "tokens_per_s": speed, "wall": event.elapsed}
+                   "tokens_per_s": speed, "wall": event.elapsed, "tokens": self.seen}
             self.tokens, self.since = 0, event.elapsed
         else:
             row = {"step": event.step, "eval_train_loss": event.train_loss, "val_loss": event.val_loss, "wall": event.elapsed}
@@ -292,6 +300,22 @@ class MetricsLog:
                 f.write(json.dumps(finite(row)) + "\n")
         except OSError as e:  # a full disk, say: name this file, not "file"
             raise OSError(e.errno, e.strerror, str(self.path)) from None
+
+
+def last_tokens(path: Path) -> int:
+    """The tokens count of the last step row in a metrics.jsonl (0 for none, or a file from before the count)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        if isinstance(row, dict) and type(row.get("tokens")) is int:
+            return row["tokens"]
+    return 0
 
 
 def remove_stale_temp_files(folder: Path) -> None:

@@ -237,11 +237,13 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     rank: Rank = SINGLE,
     forward: nn.Module | None = None,
+    watch=None,
 ) -> TrainState:
     """Train `model` in place from `state` (default: a fresh start) until `cfg`'s budget; return the state.
 
     `on_improved(state)` is called whenever the best val loss improves; `should_stop()` is asked
     after every step. `forward` is the module to train through (a compiled or DDP-wrapped `model`).
+    `watch` (a `diagnostics.Diagnostics`) is told before and after each optimizer step.
     When it returns, `model` holds the weights of the best evaluation.
     """
     emit = on_event or (lambda event: None)
@@ -291,7 +293,11 @@ def train(
         bad_loss, bad_norm = rank.agree(float(not math.isfinite(loss_value)), float(not math.isfinite(norm)))
         if bad_loss or bad_norm:
             raise Diverged(state.step + 1, "loss" if bad_loss else "gradient norm")
+        if watch is not None:
+            watch.before_update()
         opt.step(norm_tensor, cfg.grad_clip or math.inf)  # clipped to grad_clip within the update
+        if watch is not None:
+            watch.after_update(lr)
         state.step += 1
         elapsed = time.perf_counter() - start
         threads = torch.get_num_threads()

@@ -64,7 +64,7 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-RUN_FILES = ("model.safetensors", "last.safetensors", "metrics.jsonl")  # what a training run owns in its folder
+RUN_FILES = ("model.safetensors", "last.safetensors", "metrics.jsonl", "diagnostics.jsonl")  # what a training run owns in its folder
 
 
 def kind_of(path: Path) -> str:

@@ -175,7 +175,7 @@ def test_metrics_and_plot(toy):
     rows = [json.loads(line) for line in (toy / "a" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "train_loss" in r]
     assert [r["step"] for r in steps] == list(range(10, 201, 10))
-    assert all(set(r) == {"step", "train_loss", "lr", "grad_norm", "tokens_per_s", "wall"} for r in steps)
+    assert all(set(r) == {"step", "train_loss", "lr", "grad_norm", "tokens_per_s", "wall", "tokens"} for r in steps)
     assert [r["step"] for r in rows if "val_loss" in r] == [100, 200]
     pytest.importorskip("matplotlib", reason="plot needs the optional plot extra")
     result = runner.invoke(app, ["plot", str(toy / "a"), str(toy / "b"), "-o", str(toy / "curves.png"), "--json"])

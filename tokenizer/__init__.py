@@ -11,14 +11,14 @@ checkpoint carries and `from_dict` turns back into a tokenizer.
 from collections.abc import Iterable
 from typing import Protocol
 
-from tokenizer.bpe import EOT, BPETokenizer
+from tokenizer.bpe import EOT, BPETokenizer, readable
 from tokenizer.char import CharTokenizer
 from tokenizer.errors import TokenizerError
 from tokenizer.files import load
 from tokenizer.train import train
 from safeio.files import shown
 
-__all__ = ["EOT", "BPETokenizer", "CharTokenizer", "Tokenizer", "TokenizerError", "from_dict", "load", "train"]
+__all__ = ["EOT", "BPETokenizer", "CharTokenizer", "Tokenizer", "TokenizerError", "from_dict", "load", "readable", "train"]
 
 
 class Tokenizer(Protocol):

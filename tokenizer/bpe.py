@@ -67,6 +67,21 @@ def build_vocab(merges: list[tuple[int, int]]) -> list[bytes]:
     return vocab
 
 
+def readable(data: bytes) -> str:
+    """`data` as text, each byte that is not part of a whole UTF-8 character shown as `<d0>` (a token
+    may hold half a character; U+FFFD would hide which bytes it holds)."""
+    out, i = [], 0
+    while i < len(data):
+        try:
+            out.append(data[i:].decode("utf-8"))
+            break
+        except UnicodeDecodeError as e:
+            out.append(data[i : i + e.start].decode("utf-8"))
+            out.append("".join(f"<{b:02x}>" for b in data[i + e.start : i + e.end]))
+            i += e.end
+    return "".join(out)
+
+
 def clean(text: str) -> str:
     """Replace lone surrogates (not encodable as UTF-8) by U+FFFD, as tiktoken does."""
     try:
@@ -233,7 +248,13 @@ class BPETokenizer:
             raise TokenizerError(f"ids decode to invalid UTF-8 at byte {e.start} (a character split between tokens)") from None
 
     def id_to_piece(self, i: int) -> str:
-        return self.decode_bytes([i]).decode("utf-8", errors="replace")
+        return readable(self.decode_bytes([i]))
+
+    def merge_list(self) -> list[dict]:
+        """The merges in rank order as readable pieces: left + right -> merged, with the merged id."""
+        ids = self.ids or range(256 + len(self.merges))
+        return [{"rank": r, "id": ids[256 + r], "left": readable(self.vocab[a]), "right": readable(self.vocab[b]),
+                 "merged": readable(self.vocab[256 + r])} for r, (a, b) in enumerate(self.merges)]
 
     # files
 

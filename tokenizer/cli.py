@@ -1,4 +1,4 @@
-"""The `tokenizer` command: train, encode, decode, inspect, stats, export. Each command parses,
+"""The `tokenizer` command: train, encode, decode, inspect, merges, stats, export. Each command parses,
 calls one library function and renders; bad input is one red line and exit code 2."""
 
 from __future__ import annotations
@@ -150,6 +150,28 @@ def inspect(
     out.print(bottom)
     chars = len(text)
     out.print(f"{len(ids)} tokens, {chars} characters, {chars / max(len(ids), 1):.2f} characters/token")
+
+
+@app.command()
+@clean_errors()
+def merges(
+    tokenizer: TokOpt = Path("tokenizer.json"),
+    top: Annotated[Optional[int], typer.Option(help="Only the first N merges (the most frequent pairs when trained).")] = None,
+    json: JsonOpt = False,
+):
+    """The merges in the order they were learned, as readable pairs: ' ' + 't' -> ' t' (bytes of a split character as <d0>)."""
+    if top is not None and top < 0:
+        raise TokenizerError(f"--top {top}: must be 0 or more")
+    rows = load_bpe(tokenizer).merge_list()[:top]
+    if json:
+        print_json(rows)
+        return
+    for r in rows:
+        out.print(f"{r['rank']:>5}  {quoted(r['left'])} + {quoted(r['right'])} -> {quoted(r['merged'])}  (id {r['id']})")
+
+
+def quoted(piece: str) -> str:
+    return "'" + visible(piece).replace("'", "\\'") + "'"
 
 
 @app.command()

@@ -40,6 +40,7 @@ class MLP(LanguageModel):
         self.pad = config.vocab_size  # one extra embedding row: "before the start"
         self.wte = nn.Embedding(config.vocab_size + 1, config.n_embd)
         self.hidden = nn.Linear(config.context * config.n_embd, config.n_hidden)
+        self.act = nn.Tanh()  # a module, so `--diagnostics` sees the activations
         self.out = nn.Linear(config.n_hidden, config.vocab_size)
 
     @property
@@ -51,4 +52,4 @@ class MLP(LanguageModel):
         padded = F.pad(idx, (k - 1, 0), value=self.pad)  # (B, T + k - 1)
         windows = padded.unfold(1, k, 1)  # (B, T, k): the k tokens ending at each t
         x = self.wte(windows).flatten(2)  # (B, T, k * E)
-        return self.out(torch.tanh(self.hidden(x)))  # (B, T, V)
+        return self.out(self.act(self.hidden(x)))  # (B, T, V)

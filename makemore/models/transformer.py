@@ -89,6 +89,17 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(B * T, C))  # (B*T, C)
 
+    def written_out(self, x: torch.Tensor, B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` without a cache or mask, with the attention written out (Vaswani et al. 2017, eq. 1):
+        the output (B*T, C) and the weights (B, H, T, T) that the fast kernel never returns."""
+        T, C = x.shape[0] // B, x.shape[1]
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(2))  # (B, H, T, hs)
+        scores = q @ k.transpose(-2, -1) / (C // self.n_head) ** 0.5  # (B, H, T, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        weights = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+        y = weights @ v  # (B, H, T, hs)
+        return self.proj(y.transpose(1, 2).reshape(B * T, C)), weights
+
 
 class Block(nn.Module):
     def __init__(self, config: TransformerConfig):
@@ -178,6 +189,21 @@ class Transformer(LanguageModel):
         for i, block in enumerate(self.blocks):
             x = block(x, B, caches[i] if caches else None, mask)  # (B*T, C)
         return self.head(self.ln_f(x)).view(B, T, -1)  # (B, T, V)
+
+    @torch.no_grad()
+    def attention(self, idx: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits (B, T, V) of ids (B, T) and each block's attention weights (B, H, T, T), through the
+        written-out attention (for `makemore show attention`; `forward` stays on the fast kernel).
+        No dropout: call it in eval mode."""
+        B, T = idx.shape
+        x = (self.tok_emb(idx) + self.pos_emb.weight[:T]).view(B * T, -1)  # (B*T, C)
+        weights = []
+        for block in self.blocks:
+            y, w = block.attn.written_out(block.ln1(x), B)
+            x = x + y
+            x = x + block.mlp(block.ln2(x))
+            weights.append(w)
+        return self.head(self.ln_f(x)).view(B, T, -1), weights
 
     def init_state(self, batch_size: int) -> list[KVCache]:
         c = self.config
