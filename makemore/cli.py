@@ -52,7 +52,7 @@ EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of tr
 Ema = Annotated[Optional[float], typer.Option(help=f"Evaluate and save a moving average of the weights with this decay (default {TrainConfig.ema}); 0 = off.", show_default=False)]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: chosen, and while training tuned to what is faster now; also MAKEMORE_THREADS).", show_default=False)]
 CacheDir = Annotated[Optional[Path], typer.Option(help="Where text mode keeps files it has encoded (default: $MAKEMORE_CACHE, else ~/.cache/makemore).", show_default=False)]
-RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "threads", "compile", "json", "resume", "data_path", "cache_dir")
+RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "threads", "compile", "json", "resume", "data_path", "cache_dir", "diagnostics")
 BAR_BYTES = 64 << 20  # a pass over a file this large shows a bar  # all else is the run's own
 
 
@@ -155,7 +155,7 @@ def train(
     """Train a model on FILE (default: the built-in names) and save the best checkpoint."""
     check_diagnostics(diagnostics, compile)
     if resume:
-        refuse_given(ctx, RESUME_MAY_CHANGE + ("diagnostics",), "--resume continues a run with its own options",
+        refuse_given(ctx, RESUME_MAY_CHANGE, "--resume continues a run with its own options",
                      "only --max-steps, --max-seconds and --device may change")
     if init_from and (settings or type or tokenizer_path or block_size):
         raise MakemoreError("--init-from takes the model type, options, tokenizer and block size from the checkpoint")
