@@ -4,6 +4,7 @@ options, calls one library function and renders the result; errors become one li
 from __future__ import annotations
 
 import io
+import re
 import signal
 import threading
 from pathlib import Path
@@ -23,6 +24,7 @@ from makemore import run as runs
 from makemore import sample as generate
 from makemore import threads as threads_
 from makemore.errors import MakemoreError
+from makemore.pairs import check_template
 from makemore.sample import Output, Piece, Request, Sampling
 from makemore.train import Diverged, Eval, Step, TrainConfig, resolve_device
 from safeio.cli import clean_errors, flags, print_json, stderr, tolerant_streams
@@ -35,7 +37,7 @@ app.add_typer(tokenizer_cli.app, name="tokenizer", help="Train and apply byte-le
 out = Console(highlight=False, markup=False, soft_wrap=True)
 
 DataFile = Annotated[Optional[Path], typer.Argument(metavar="[DATA]", help="UTF-8 text: one item per line, or running text; or a built-in set: names (the default), shakespeare, census (see `makemore data`).", show_default=False)]
-ModeOpt = Annotated[str, typer.Option(help="lines (one item per line), text (one running text) or auto (decide from the file).")]
+ModeOpt = Annotated[str, typer.Option(help="lines (one item per line), text (one running text), pairs (prompt/response records, JSON) or auto (decide from the file).")]
 BlockSizeOpt = Annotated[Optional[int], typer.Option(help=f"Context in tokens (text mode default {data.TEXT_BLOCK_SIZE}; lines mode: the longest item + 1).")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint file or run folder (default: the latest run in checkpoints/).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -48,6 +50,8 @@ LearningRate = Annotated[Optional[float], typer.Option(help="Peak learning rate 
 EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of train and val loss.")]
 Ema = Annotated[Optional[float], typer.Option(help=f"Evaluate and save a moving average of the weights with this decay (default {TrainConfig.ema}); 0 = off.", show_default=False)]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: chosen, and while training tuned to what is faster now; also MAKEMORE_THREADS).", show_default=False)]
+StopOpt = Annotated[list[str], typer.Option("--stop", help="Streams and answers: end at this text, which is not printed (\\n, \\t and \\\\ are escapes); repeatable.", show_default=False)]
+RepetitionPenaltyOpt = Annotated[float, typer.Option(help="Make tokens already in the context less likely (CTRL; 1 = off, 1.2 is usual); applied before the temperature.")]
 RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "threads", "compile", "json", "resume", "data_path")  # all else is the run's own
 
 
@@ -110,6 +114,8 @@ def train(
     tokenizer_path: Annotated[Optional[Path], typer.Option("--tokenizer", help="A BPE tokenizer file (from `tokenizer train`; lines mode needs <|endoftext|>); default: characters.")] = None,
     mode: ModeOpt = "auto",
     block_size: BlockSizeOpt = None,
+    template: Annotated[Optional[Path], typer.Option(help="Pairs mode: the prompt template, a text file with {instruction}, {input} and {response} at its end (default: Alpaca's layout).", show_default=False)] = None,
+    truncate: Annotated[bool, typer.Option(help="Pairs mode: cut records longer than the block size (default: an error).")] = False,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its last state (more steps or seconds allowed).")] = None,
     init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this checkpoint's weights, config and tokenizer.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Start afresh in a run folder that already holds a checkpoint.")] = False,
@@ -135,14 +141,22 @@ def train(
         run = runs.Run.resume(resume, data_path, max_steps, max_seconds, dev, rank, thread_count(threads))
     elif init_from:
         folder = out_dir or runs.default_folder(data_path, checkpoint.load(init_from).model_type)
-        run = runs.Run.fine_tune(folder, init_from, data_path, cfg, mode, overwrite, rank)
+        run = runs.Run.fine_tune(folder, init_from, data_path, cfg, mode, overwrite, rank, pair_options(template, truncate))
     else:
         run = runs.Run.fresh(out_dir or runs.default_folder(data_path, type or "transformer"), data_path, type or "transformer", cfg,
-                             parse_settings(settings), tokenizer_path, mode, block_size, overwrite, rank)
+                             parse_settings(settings), tokenizer_path, mode, block_size, overwrite, rank, pair_options(template, truncate))
     with run:
         fitted = fit_with_progress(run, rank, compile)
     if rank.main:
         render_fitted(run, fitted, rank, json)
+
+
+def pair_options(template: Path | None, truncate: bool) -> dict:
+    """--template (the file's text, checked) and --truncate, for the pairs data kind."""
+    text = None
+    if template is not None:
+        text = check_template(decode_text(read_input(template, "template"), str(template)), f"--template {template}")
+    return {"template": text, "truncate": truncate}
 
 
 def thread_count(threads: int | None) -> int | None:
@@ -258,20 +272,24 @@ def sample(
     novel_only: Annotated[bool, typer.Option(help="Lines mode: only items not in the training set.")] = False,
     max_new_tokens: Annotated[Optional[int], typer.Option(help="Text mode: tokens to generate (default 500).", show_default=False)] = None,
     stream: Annotated[Optional[bool], typer.Option(help="Text mode: print text as it is made (default: on).", show_default=False)] = None,
+    stop: StopOpt = [],
+    repetition_penalty: RepetitionPenaltyOpt = 1.0,
     cache: Annotated[bool, typer.Option(help="Incremental decoding (KV cache / carried state); --no-cache reruns the whole context.")] = True,
     device: DeviceOpt = "cpu",
     threads: Threads = None,
     json: JsonOpt = False,
 ):
-    """New items (lines mode) or a stream of text (text mode) from a trained model."""
-    s = Sampling(temperature, top_k, top_p, min_p)
+    """New items (lines mode), a stream of text (text mode) or answers (pairs mode) from a trained model."""
+    s = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
     threads_.start(threads)
     ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
     kind = data.kind_of(ckpt.training.data)
     data.refuse_options(kind, {"min_len": min_len, "max_len": max_len is not None, "novel_only": novel_only,
-                               "max_new_tokens": max_new_tokens is not None, "stream": stream is not None}, str(ckpt.path))
+                               "max_new_tokens": max_new_tokens is not None, "stream": stream is not None, "stop": bool(stop)},
+                        str(ckpt.path))
     seen = data.training_items(ckpt.training.data)
-    request = Request(s, n, seed, prefix, min_len, max_len, novel_only, max_new_tokens, cache)
+    request = Request(s, n, seed, prefix, min_len, max_len, novel_only, max_new_tokens, cache, tuple(map(unescape, stop)),
+                      data.template_of(ckpt.training.data))
     show = stream is not False and not json  # pieces of a stream as they come
     rows: list[Output] = []
     streamed = False  # the current output's text is on the screen already
@@ -293,6 +311,11 @@ def sample(
         print_json([r.row for r in rows])
     elif kind.novelty:
         report_novelty(rows, 20 if n is None else n, seen, novel_only, min_len)
+
+
+def unescape(text: str) -> str:
+    """`\\n`, `\\t` and `\\\\` typed in an option as the characters they stand for (a shell passes them literally)."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
 def render_sample(output: Output, streamed: bool) -> None:

@@ -168,7 +168,7 @@ CASES = [
     (M, ["train", "longline.txt", "--mode", "lines", *QUICK], ["longline.txt", "line 51 is 3,000 tokens", "--mode text"]),
     (M, ["train", "toy.txt", "--block-size", "3", "--mode", "lines", *QUICK], ["toy.txt: line", "longer than --block-size 3"]),
     (M, ["train", "short-text.txt", "--mode", "text", *QUICK], ["short-text.txt", "block size (128)"]),
-    (M, ["train", "toy.txt", "--mode", "prose", *QUICK], ["--mode 'prose'", "lines, text, auto"]),
+    (M, ["train", "toy.txt", "--mode", "prose", *QUICK], ["--mode 'prose'", "lines, text, pairs, auto"]),
     (M, ["train", "toy.txt", "--block-size", "0", *QUICK], ["--block-size 0"]),
     (M, ["train", "toy.txt", "--block-size", "1000000000", *QUICK], ["--block-size 1000000000"]),
     # training options
