@@ -1,4 +1,4 @@
-"""The `makemore` command: train, sample, score, eval, info, compare, plot. Each command parses its
+"""The `makemore` command: train, sample, chat, score, eval, info, compare, plot. Each command parses its
 options, calls one library function and renders the result; errors become one line, exit 2."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from makemore import compare as comparison
 from makemore import run as runs
 from makemore import sample as generate
 from makemore import threads as threads_
+from makemore.chat import Conversation, Dropped
 from makemore.errors import MakemoreError
 from makemore.pairs import check_template
 from makemore.sample import Output, Piece, Request, Sampling
@@ -332,6 +333,73 @@ def report_novelty(rows: list[Output], n: int, seen: set | None, novel_only: boo
         stderr.print(f"only {len(rows)} of {n} samples were {wanted} after {generate.NOVEL_TRIES} tries per sample")
     if seen is not None:
         stderr.print(f"{sum(r.row['new'] for r in rows)} of {len(rows)} are new (not in the training set)")
+
+
+@app.command()
+@clean_errors(MakemoreError)
+def chat(
+    checkpoint_path: CheckpointOpt = None,
+    once: Annotated[Optional[str], typer.Option(help="Answer this one message and exit (with --json: as JSON).", show_default=False)] = None,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature; 0 = greedy.")] = 1.0,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest tokens.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Nucleus: only from the likeliest tokens whose probability adds up to p.")] = None,
+    min_p: Annotated[Optional[float], typer.Option(help="Only tokens at least this fraction as likely as the likeliest.")] = None,
+    repetition_penalty: RepetitionPenaltyOpt = 1.0,
+    stop: StopOpt = [],
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens per answer at most (default: what the context leaves).", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible answers.")] = None,
+    device: DeviceOpt = "cpu",
+    threads: Threads = None,
+    json: JsonOpt = False,
+):
+    """Talk to a model: each message is written with the run's prompt template and answered as it is made.
+    Earlier turns stay in the context while they fit; Ctrl-C stops an answer, Ctrl-D ends the chat."""
+    if json and once is None:
+        raise MakemoreError("--json: only with --once (the chat itself is for people)")
+    request = Request(Sampling(temperature, top_k, top_p, min_p, repetition_penalty), seed=seed, max_new_tokens=max_new_tokens,
+                      stop=tuple(map(unescape, stop)))
+    threads_.start(threads)
+    ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
+    conv = Conversation(ckpt.model, ckpt.tokenizer, data.template_of(ckpt.training.data), request)
+    if once is None:
+        stderr.print(f"chatting with {ckpt.path}; Ctrl-C stops an answer, Ctrl-D ends", markup=False)
+        converse(conv)
+    elif json:
+        print_json(next(e for e in conv.reply(once) if isinstance(e, Output)).row)
+    else:
+        answer(conv, once)
+
+
+def converse(conv: Conversation) -> None:
+    """Read a message, stream its answer, again, until the end of input; Ctrl-C stops an answer only."""
+    while True:
+        try:
+            message = input("> ")
+        except EOFError:
+            out.print()
+            return
+        except KeyboardInterrupt:
+            out.print()
+            continue
+        if not message.strip():
+            continue
+        try:
+            answer(conv, message)
+        except KeyboardInterrupt:
+            out.print()
+            stderr.print("(answer stopped)")
+        except MakemoreError as e:
+            stderr.print(Text.assemble(("error: ", "bold red"), flags(str(e))), soft_wrap=True)
+
+
+def answer(conv: Conversation, message: str) -> None:
+    for event in conv.reply(message):
+        if isinstance(event, Dropped):
+            which = "the oldest turn" if event.turns == 1 else f"the {event.turns} oldest turns"
+            stderr.print(f"(left out {which} to fit the model's context)")
+        elif isinstance(event, Piece):
+            out.print(event.text, end="", soft_wrap=True)
+    out.print()
 
 
 @app.command()
