@@ -587,7 +587,8 @@ class Pairs(Dataset):
         longest = max(range(len(seqs)), key=lambda k: len(seqs[k][0]) + len(seqs[k][1]))
         block_size = block_size or min(1 + len(seqs[longest][0]) + len(seqs[longest][1]), MAX_BLOCK_SIZE)
         check_room(seqs, list(range(1, len(seqs) + 1)), block_size, truncate, src.name)
-        memory.require(3 * 8 * len(records) * (block_size + 1), f"{src.name} in pairs mode", "are the records that long?")
+        width = min(block_size, 1 + len(seqs[longest][0]) + len(seqs[longest][1]))  # what `encode_pairs` pads to at most
+        memory.require(3 * 8 * len(records) * (width + 1), f"{src.name} in pairs mode", "are the records that long?")
         parts = split_items(list(range(len(records))), seed)
         splits = {k: encode_pairs([seqs[i] for i in v], [records[i] for i in v], [i + 1 for i in v], tok, block_size, truncate, src.name)
                   for k, v in parts.items()}
@@ -652,16 +653,17 @@ def encode_pairs(seqs: list[tuple[list[int], list[int]]], records: list, numbers
     """Rows of `<eot> prompt response <eot>` cut to `block_size + 1`, targets IGNORE over the prompt
     and the padding; a record that does not fit is an error, or with `truncate` loses its end (a
     prompt that leaves no room for a response token is an error either way)."""
-    eot, width = tok.eot_id, block_size + 1
     check_room(seqs, numbers, block_size, truncate, name)
+    eot = tok.eot_id
+    W = min(block_size, max(2 + len(p) + len(r) for p, r in seqs) - 1)  # the rows' width: a fine-tuned model's block may be far longer
     xs, ys, lengths = [], [], []
     for prompt, response in seqs:
-        row = [eot, *prompt, *response, eot][:width]
+        row = [eot, *prompt, *response, eot][: W + 1]
         n = len(row) - 1
-        xs += row[:-1] + [eot] * (block_size - n)
-        ys += [IGNORE] * len(prompt) + row[len(prompt) + 1 :] + [IGNORE] * (block_size - n)
+        xs += row[:-1] + [eot] * (W - n)
+        ys += [IGNORE] * len(prompt) + row[len(prompt) + 1 :] + [IGNORE] * (W - n)
         lengths.append(n)
-    x, y = (torch.tensor(v, dtype=torch.long).view(len(seqs), block_size) for v in (xs, ys))
+    x, y = (torch.tensor(v, dtype=torch.long).view(len(seqs), W) for v in (xs, ys))
     return Items(x=x, y=y, n_chars=sum(len(normalize(r.response)) + 1 for r in records), _lengths=torch.tensor(lengths))
 
 

@@ -122,6 +122,8 @@ def test_templates_fill_in_and_drop_an_empty_input_paragraph():
 def test_a_record_longer_than_the_block_is_an_error_unless_truncated(tmp_path):
     with pytest.raises(MakemoreError, match=r"record 3 is 8 tokens, more than the block size \(6\); use `truncate`"):
         prepare(tmp_path, block_size=6)
+    wide = prepare(tmp_path, block_size=1024)  # a fine-tuned model's block: rows stay as wide as the longest record
+    assert wide.block_size == 1024 and wide.splits["train"].x.shape[1] == 8
     ds = prepare(tmp_path, block_size=6, options={"truncate": True})
     assert ds.block_size == 6 and ds.record()["truncate"] is True
     with pytest.raises(MakemoreError, match="record 1 is .* shorten its prompt"):
@@ -171,3 +173,16 @@ def test_the_run_records_the_template_and_sample_eval_and_resume_use_it(tmp_path
     assert json.loads(result.stdout)[0]["prompt"] == "abc"
     result = runner.invoke(app, ["sample", "-c", str(tmp_path / "run"), "--min-len", "3"])
     assert result.exit_code == 2 and "--min-len: a lines-mode option" in result.output
+
+
+@pytest.mark.slow
+def test_a_small_transformer_answers_instructions_about_words_it_never_saw(tmp_path):
+    """Reverse and uppercase made-up words, the next letter: trained from scratch on the CPU, greedy
+    answers to the held-out words' prompts are exact at least 90% of the time. The budget is the
+    smallest that passed on every seed tried (docs/performance.md, instructions)."""
+    train, test = instructions.make(n_train=500, n_test=40, seed=0)
+    instructions.write(tmp_path / "qa.jsonl", train)
+    model = makemore.train(tmp_path / "qa.jsonl", out=tmp_path / "run", template=SHORT, max_steps=400, eval_interval=400,
+                           lr=3e-3, batch_size=32, options={"n_layer": 2, "n_embd": 64, "n_head": 4, "dropout": 0.0})
+    assert len(test) == 80 and not {r["prompt"] for r in test} & {r["prompt"] for r in train}
+    assert instructions.accuracy(model, test) >= 0.9
