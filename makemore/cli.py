@@ -51,6 +51,10 @@ LearningRate = Annotated[Optional[float], typer.Option(help="Peak learning rate 
 EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of train and val loss.")]
 Ema = Annotated[Optional[float], typer.Option(help=f"Evaluate and save a moving average of the weights with this decay (default {TrainConfig.ema}); 0 = off.", show_default=False)]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: chosen, and while training tuned to what is faster now; also MAKEMORE_THREADS).", show_default=False)]
+TemperatureOpt = Annotated[float, typer.Option(help="Softmax temperature; 0 = greedy.")]
+TopKOpt = Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest tokens.")]
+TopPOpt = Annotated[Optional[float], typer.Option(help="Nucleus: only from the likeliest tokens whose probability adds up to p.")]
+MinPOpt = Annotated[Optional[float], typer.Option(help="Only tokens at least this fraction as likely as the likeliest.")]
 StopOpt = Annotated[list[str], typer.Option("--stop", help="Streams and answers: end at this text, which is not printed (\\n, \\t and \\\\ are escapes); repeatable.", show_default=False)]
 RepetitionPenaltyOpt = Annotated[float, typer.Option(help="Make tokens already in the context less likely (CTRL; 1 = off, 1.2 is usual); applied before the temperature.")]
 RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "threads", "compile", "json", "resume", "data_path")  # all else is the run's own
@@ -262,10 +266,10 @@ def open_checkpoint(path: Path | None, device: str = "cpu") -> checkpoint.Checkp
 def sample(
     n: Annotated[Optional[int], typer.Option("-n", help="How many samples (lines mode: items, default 20; text mode: streams, default 1).")] = None,
     checkpoint_path: CheckpointOpt = None,
-    temperature: Annotated[float, typer.Option(help="Softmax temperature; 0 = greedy.")] = 1.0,
-    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest tokens.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus: only from the likeliest tokens whose probability adds up to p.")] = None,
-    min_p: Annotated[Optional[float], typer.Option(help="Only tokens at least this fraction as likely as the likeliest.")] = None,
+    temperature: TemperatureOpt = 1.0,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    min_p: MinPOpt = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible samples.")] = None,
     prefix: Annotated[Optional[str], typer.Option("--prefix", "--prompt", help="Lines mode: start every item with this; text mode: the prompt (default: a new line).")] = None,
     min_len: Annotated[int, typer.Option(help="Lines mode: at least this many characters per item.")] = 0,
@@ -340,10 +344,10 @@ def report_novelty(rows: list[Output], n: int, seen: set | None, novel_only: boo
 def chat(
     checkpoint_path: CheckpointOpt = None,
     once: Annotated[Optional[str], typer.Option(help="Answer this one message and exit (with --json: as JSON).", show_default=False)] = None,
-    temperature: Annotated[float, typer.Option(help="Softmax temperature; 0 = greedy.")] = 1.0,
-    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest tokens.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus: only from the likeliest tokens whose probability adds up to p.")] = None,
-    min_p: Annotated[Optional[float], typer.Option(help="Only tokens at least this fraction as likely as the likeliest.")] = None,
+    temperature: TemperatureOpt = 1.0,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    min_p: MinPOpt = None,
     repetition_penalty: RepetitionPenaltyOpt = 1.0,
     stop: StopOpt = [],
     max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens per answer at most (default: what the context leaves).", show_default=False)] = None,

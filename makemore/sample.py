@@ -322,7 +322,7 @@ class Request:
     max_new_tokens: int | None = None  # streams: tokens to generate (default 500; answers: up to the block size)
     cache: bool = True  # the incremental path; False reruns the whole context (the reference)
     stop: tuple[str, ...] = ()  # streams: end at the first of these strings (not part of the output)
-    template: str | None = None  # answers: the prompt template the model was trained with (default: `data.DEFAULT_TEMPLATE`)
+    template: str | None = None  # answers: the prompt template the model was trained with (default: `pairs.DEFAULT_TEMPLATE`)
 
 
 @dataclass
