@@ -2,8 +2,8 @@
 letter. Writes a JSONL of {"prompt", "response"} records for training and one of held-out words.
 
     python bench/instructions.py qa.jsonl --held-out qa-test.jsonl
-    makemore train qa.jsonl --max-steps 1500 --out checkpoints/qa-transformer
-    python bench/instructions.py --score checkpoints/qa-transformer qa-test.jsonl
+    makemore train qa.jsonl --max-steps 1000 --lr 3e-3 --batch-size 32 --out checkpoints/qa-transformer
+    python bench/instructions.py qa-test.jsonl --score checkpoints/qa-transformer
 
 The held-out records use words none of the training records use, so getting them right means
 the model learned the rule, not the words. `--score` answers each held-out prompt greedily and
@@ -18,19 +18,24 @@ import random
 import string
 from pathlib import Path
 
-SYLLABLES = ["ba", "ce", "di", "fo", "gu", "ka", "le", "mi", "no", "pu", "ra", "se", "ti", "vo", "zu", "an", "er", "ol"]
 TASKS = {
     "Reverse": lambda w: w[::-1],
     "Uppercase": str.upper,
 }
 
 
-def words(n: int, seed: int) -> list[str]:
-    """`n` distinct made-up words of 2 to 3 syllables."""
-    rng, found = random.Random(seed), []
-    seen = set()
+SYLLABLES = ["ba", "ce", "di", "fo", "gu", "ka", "le", "mi", "no", "pu", "ra", "se", "ti", "vo", "zu", "an", "er", "ol"]
+
+
+def words(n: int, seed: int, letters: bool = False) -> list[str]:
+    """`n` distinct made-up words: 2 or 3 syllables of SYLLABLES, or with `letters` 3 to 6 random
+    letters (harder: no part of a word's answer can be recalled from another word's)."""
+    rng, found, seen = random.Random(seed), [], set()
     while len(found) < n:
-        w = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3)))
+        if letters:
+            w = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 6)))
+        else:
+            w = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3)))
         if w not in seen:
             seen.add(w)
             found.append(w)
@@ -44,10 +49,10 @@ def records(ws: list[str], letters: str) -> list[dict]:
     return rows
 
 
-def make(n_train: int = 300, n_test: int = 30, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def make(n_train: int = 500, n_test: int = 30, seed: int = 0, letters: bool = False) -> tuple[list[dict], list[dict]]:
     """Training records and held-out records: the word tasks on words the training never shows
     (the next letter is trained on all 25 letters: a letter never asked about has no rule to learn)."""
-    ws = words(n_train + n_test, seed)
+    ws = words(n_train + n_test, seed, letters)
     train = records(ws[:n_train], string.ascii_lowercase[:-1])  # z has no next letter
     test = records(ws[n_train:], "")
     random.Random(seed + 1).shuffle(train)
@@ -68,7 +73,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="the training JSONL to write (or, with --score, the held-out JSONL to read)")
     parser.add_argument("--held-out", type=Path, help="also write the held-out records here")
-    parser.add_argument("--words", type=int, default=300, help="training words (each gives two records)")
+    parser.add_argument("--words", type=int, default=500, help="training words (each gives two records)")
+    parser.add_argument("--letters", action="store_true", help="words of random letters instead of syllables (harder)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--score", metavar="RUN", help="answer the held-out records of OUT with this run and print the accuracy")
     args = parser.parse_args()
@@ -78,7 +84,7 @@ def main() -> None:
         rows = [json.loads(line) for line in args.out.read_text(encoding="utf-8").splitlines() if line.strip()]
         print(f"{accuracy(makemore.load(args.score), rows):.1%} of {len(rows)} held-out prompts answered exactly")
         return
-    train, test = make(args.words, seed=args.seed)
+    train, test = make(args.words, seed=args.seed, letters=args.letters)
     write(args.out, train)
     if args.held_out:
         write(args.held_out, test)
