@@ -686,9 +686,13 @@ def prompt_ids(tok, template: str | None, instruction: str, label: str) -> list[
     """`<eot>` and the prompt of `instruction` as `template` (default: the Alpaca-style one) writes it: what an answer follows."""
     text = pairs_.render(pairs_.check_template(template or pairs_.DEFAULT_TEMPLATE), normalize(instruction))
     try:
-        return [*([tok.eot_id] if tok.has_boundary else []), *encode_text(tok, text)]
+        encode_text(tok, normalize(instruction))
     except TokenizerError as e:
         raise MakemoreError(f"{label} {shown(instruction)}: {e}") from None
+    try:
+        return [*([tok.eot_id] if tok.has_boundary else []), *encode_text(tok, text)]
+    except TokenizerError as e:
+        raise MakemoreError(f"the prompt template{'' if template else ' (the default: the model was not trained in pairs mode)'}: {e}") from None
 
 
 KINDS: dict[str, type[Dataset]] = {"lines": Lines, "text": Text, "pairs": Pairs}

@@ -324,6 +324,10 @@ class Request:
     stop: tuple[str, ...] = ()  # streams: end at the first of these strings (not part of the output)
     template: str | None = None  # answers: the prompt template the model was trained with (default: `pairs.DEFAULT_TEMPLATE`)
 
+    def __post_init__(self):
+        if any(not stop for stop in self.stop):
+            raise MakemoreError("`stop`: a stop sequence must not be empty")
+
 
 @dataclass
 class Output:
