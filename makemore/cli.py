@@ -46,7 +46,7 @@ SeedOpt = Annotated[int, typer.Option(help="Seed for the split, the model's init
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
 MaxSteps = Annotated[int, typer.Option(help="Optimisation steps.")]
 MaxSeconds = Annotated[Optional[float], typer.Option(help="Stop after this many seconds (the schedule follows).")]
-BatchSize = Annotated[Optional[int], typer.Option(help="Items (lines mode, default 32) or windows (text mode, default 8) per step.", show_default=False)]
+BatchSize = Annotated[Optional[int], typer.Option(help="Items (lines mode, default 32), windows (text mode, default 8) or records (pairs mode, default 16) per step.", show_default=False)]
 LearningRate = Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the model type's own).")]
 EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of train and val loss.")]
 Ema = Annotated[Optional[float], typer.Option(help=f"Evaluate and save a moving average of the weights with this decay (default {TrainConfig.ema}); 0 = off.", show_default=False)]
