@@ -1,9 +1,10 @@
-"""The `makemore` command: train, sample, score, eval, info, compare, plot. Each command parses its
+"""The `makemore` command: train, sample, chat, score, eval, info, compare, plot. Each command parses its
 options, calls one library function and renders the result; errors become one line, exit 2."""
 
 from __future__ import annotations
 
 import io
+import re
 import signal
 import threading
 from pathlib import Path
@@ -25,7 +26,9 @@ from makemore import show as pictures
 from makemore import sample as generate
 from makemore import threads as threads_
 from makemore import tokens
+from makemore.chat import Conversation, Dropped
 from makemore.errors import MakemoreError
+from makemore.pairs import check_template
 from makemore.sample import Output, Piece, Request, Sampling
 from makemore.train import Diverged, Eval, Step, TrainConfig, resolve_device
 from safeio.cli import clean_errors, flags, print_json, stderr, tolerant_streams
@@ -38,7 +41,7 @@ app.add_typer(tokenizer_cli.app, name="tokenizer", help="Train and apply byte-le
 out = Console(highlight=False, markup=False, soft_wrap=True)
 
 DataFile = Annotated[Optional[Path], typer.Argument(metavar="[DATA]", help="UTF-8 text: one item per line, or running text; or a built-in set: names (the default), shakespeare, census (see `makemore data`).", show_default=False)]
-ModeOpt = Annotated[str, typer.Option(help="lines (one item per line), text (one running text) or auto (decide from the file).")]
+ModeOpt = Annotated[str, typer.Option(help="lines (one item per line), text (one running text), pairs (prompt/response records, JSON) or auto (decide from the file).")]
 BlockSizeOpt = Annotated[Optional[int], typer.Option(help=f"Context in tokens (text mode default {data.TEXT_BLOCK_SIZE}; lines mode: the longest item + 1).")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint file or run folder (default: the latest run in checkpoints/).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -46,14 +49,20 @@ SeedOpt = Annotated[int, typer.Option(help="Seed for the split, the model's init
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
 MaxSteps = Annotated[int, typer.Option(help="Optimisation steps.")]
 MaxSeconds = Annotated[Optional[float], typer.Option(help="Stop after this many seconds (the schedule follows).")]
-BatchSize = Annotated[Optional[int], typer.Option(help="Items (lines mode, default 32) or windows (text mode, default 8) per step.", show_default=False)]
+BatchSize = Annotated[Optional[int], typer.Option(help="Items (lines mode, default 32), windows (text mode, default 8) or records (pairs mode, default 16) per step.", show_default=False)]
 LearningRate = Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the model type's own).")]
 EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of train and val loss.")]
 Ema = Annotated[Optional[float], typer.Option(help=f"Evaluate and save a moving average of the weights with this decay (default {TrainConfig.ema}); 0 = off.", show_default=False)]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: chosen, and while training tuned to what is faster now; also MAKEMORE_THREADS).", show_default=False)]
+TemperatureOpt = Annotated[float, typer.Option(help="Softmax temperature; 0 = greedy.")]
+TopKOpt = Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest tokens.")]
+TopPOpt = Annotated[Optional[float], typer.Option(help="Nucleus: only from the likeliest tokens whose probability adds up to p.")]
+MinPOpt = Annotated[Optional[float], typer.Option(help="Only tokens at least this fraction as likely as the likeliest.")]
+StopOpt = Annotated[list[str], typer.Option("--stop", help="Streams and answers: end at this text, which is not printed (\\n, \\t and \\\\ are escapes); repeatable.", show_default=False)]
+RepetitionPenaltyOpt = Annotated[float, typer.Option(help="Make tokens already in the context less likely (CTRL; 1 = off, 1.2 is usual); applied before the temperature.")]
 CacheDir = Annotated[Optional[Path], typer.Option(help="Where text mode keeps files it has encoded (default: $MAKEMORE_CACHE, else ~/.cache/makemore).", show_default=False)]
-RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "threads", "compile", "json", "resume", "data_path", "cache_dir", "diagnostics")
-BAR_BYTES = 64 << 20  # a pass over a file this large shows a bar  # all else is the run's own
+RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "threads", "compile", "json", "resume", "data_path", "cache_dir", "diagnostics")  # all else is the run's own
+BAR_BYTES = 64 << 20  # a pass over a file this large shows a bar
 
 
 def use_cache(folder: Path | None, bars: bool = True) -> None:
@@ -138,6 +147,8 @@ def train(
     tokenizer_path: Annotated[Optional[Path], typer.Option("--tokenizer", help="A BPE tokenizer file (from `tokenizer train`; lines mode needs <|endoftext|>); default: characters.")] = None,
     mode: ModeOpt = "auto",
     block_size: BlockSizeOpt = None,
+    template: Annotated[Optional[Path], typer.Option(help="Pairs mode: the prompt template, a text file with {instruction}, {input} and {response} at its end (default: Alpaca's layout).", show_default=False)] = None,
+    truncate: Annotated[bool, typer.Option(help="Pairs mode: cut records longer than the block size (default: an error).")] = False,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its last state (more steps or seconds allowed).")] = None,
     init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this checkpoint's weights, config and tokenizer.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Start afresh in a run folder that already holds a checkpoint.")] = False,
@@ -170,14 +181,22 @@ def train(
         run = runs.Run.resume(resume, data_path, max_steps, max_seconds, dev, rank, thread_count(threads))
     elif init_from:
         folder = out_dir or runs.default_folder(data_path, checkpoint.load(init_from).model_type)
-        run = runs.Run.fine_tune(folder, init_from, data_path, cfg, mode, overwrite, rank)
+        run = runs.Run.fine_tune(folder, init_from, data_path, cfg, mode, overwrite, rank, pair_options(template, truncate))
     else:
         run = runs.Run.fresh(out_dir or runs.default_folder(data_path, type or "transformer"), data_path, type or "transformer", cfg,
-                             parse_settings(settings), tokenizer_path, mode, block_size, overwrite, rank)
+                             parse_settings(settings), tokenizer_path, mode, block_size, overwrite, rank, pair_options(template, truncate))
     with run:
         fitted = fit_with_progress(run, rank, compile, diagnostics)
     if rank.main:
         render_fitted(run, fitted, rank, json)
+
+
+def pair_options(template: Path | None, truncate: bool) -> dict:
+    """--template (the file's text, checked) and --truncate, for the pairs data kind."""
+    text = None
+    if template is not None:
+        text = check_template(decode_text(read_input(template, "template"), str(template)), f"--template {template}")
+    return {"template": text, "truncate": truncate}
 
 
 def thread_count(threads: int | None) -> int | None:
@@ -290,10 +309,10 @@ def open_checkpoint(path: Path | None, device: str = "cpu") -> checkpoint.Checkp
 def sample(
     n: Annotated[Optional[int], typer.Option("-n", help="How many samples (lines mode: items, default 20; text mode: streams, default 1).")] = None,
     checkpoint_path: CheckpointOpt = None,
-    temperature: Annotated[float, typer.Option(help="Softmax temperature; 0 = greedy.")] = 1.0,
-    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest tokens.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus: only from the likeliest tokens whose probability adds up to p.")] = None,
-    min_p: Annotated[Optional[float], typer.Option(help="Only tokens at least this fraction as likely as the likeliest.")] = None,
+    temperature: TemperatureOpt = 1.0,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    min_p: MinPOpt = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible samples.")] = None,
     prefix: Annotated[Optional[str], typer.Option("--prefix", "--prompt", help="Lines mode: start every item with this; text mode: the prompt (default: a new line).")] = None,
     min_len: Annotated[int, typer.Option(help="Lines mode: at least this many characters per item.")] = 0,
@@ -301,20 +320,24 @@ def sample(
     novel_only: Annotated[bool, typer.Option(help="Lines mode: only items not in the training set.")] = False,
     max_new_tokens: Annotated[Optional[int], typer.Option(help="Text mode: tokens to generate (default 500).", show_default=False)] = None,
     stream: Annotated[Optional[bool], typer.Option(help="Text mode: print text as it is made (default: on).", show_default=False)] = None,
+    stop: StopOpt = [],
+    repetition_penalty: RepetitionPenaltyOpt = 1.0,
     cache: Annotated[bool, typer.Option(help="Incremental decoding (KV cache / carried state); --no-cache reruns the whole context.")] = True,
     device: DeviceOpt = "cpu",
     threads: Threads = None,
     json: JsonOpt = False,
 ):
-    """New items (lines mode) or a stream of text (text mode) from a trained model."""
-    s = Sampling(temperature, top_k, top_p, min_p)
+    """New items (lines mode), a stream of text (text mode) or answers (pairs mode) from a trained model."""
+    s = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
     threads_.start(threads)
     ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
     kind = data.kind_of(ckpt.training.data)
     data.refuse_options(kind, {"min_len": min_len, "max_len": max_len is not None, "novel_only": novel_only,
-                               "max_new_tokens": max_new_tokens is not None, "stream": stream is not None}, str(ckpt.path))
+                               "max_new_tokens": max_new_tokens is not None, "stream": stream is not None, "stop": bool(stop)},
+                        str(ckpt.path))
     seen = data.training_items(ckpt.training.data)
-    request = Request(s, n, seed, prefix, min_len, max_len, novel_only, max_new_tokens, cache)
+    request = Request(s, n, seed, prefix, min_len, max_len, novel_only, max_new_tokens, cache, tuple(map(unescape, stop)),
+                      data.template_of(ckpt.training.data))
     show = stream is not False and not json  # pieces of a stream as they come
     rows: list[Output] = []
     streamed = False  # the current output's text is on the screen already
@@ -338,6 +361,11 @@ def sample(
         report_novelty(rows, 20 if n is None else n, seen, novel_only, min_len)
 
 
+def unescape(text: str) -> str:
+    """`\\n`, `\\t` and `\\\\` typed in an option as the characters they stand for (a shell passes them literally)."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
 def render_sample(output: Output, streamed: bool) -> None:
     new = output.row.get("new")
     tag = Text("") if new is None else (Text("new  ", "green") if new else Text("seen ", "dim"))
@@ -352,6 +380,73 @@ def report_novelty(rows: list[Output], n: int, seen: set | None, novel_only: boo
         stderr.print(f"only {len(rows)} of {n} samples were {wanted} after {generate.NOVEL_TRIES} tries per sample")
     if seen is not None:
         stderr.print(f"{sum(r.row['new'] for r in rows)} of {len(rows)} are new (not in the training set)")
+
+
+@app.command()
+@clean_errors(MakemoreError)
+def chat(
+    checkpoint_path: CheckpointOpt = None,
+    once: Annotated[Optional[str], typer.Option(help="Answer this one message and exit (with --json: as JSON).", show_default=False)] = None,
+    temperature: TemperatureOpt = 1.0,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    min_p: MinPOpt = None,
+    repetition_penalty: RepetitionPenaltyOpt = 1.0,
+    stop: StopOpt = [],
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens per answer at most (default: what the context leaves).", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible answers.")] = None,
+    device: DeviceOpt = "cpu",
+    threads: Threads = None,
+    json: JsonOpt = False,
+):
+    """Talk to a model: each message is written with the run's prompt template and answered as it is made.
+    Earlier turns stay in the context while they fit; Ctrl-C stops an answer, Ctrl-D ends the chat."""
+    if json and once is None:
+        raise MakemoreError("--json: only with --once (the chat itself is for people)")
+    request = Request(Sampling(temperature, top_k, top_p, min_p, repetition_penalty), seed=seed, max_new_tokens=max_new_tokens,
+                      stop=tuple(map(unescape, stop)))
+    threads_.start(threads)
+    ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
+    conv = Conversation(ckpt.model, ckpt.tokenizer, data.template_of(ckpt.training.data), request)
+    if once is None:
+        stderr.print(f"chatting with {ckpt.path}; Ctrl-C stops an answer, Ctrl-D ends", markup=False)
+        converse(conv)
+    elif json:
+        print_json(next(e for e in conv.reply(once) if isinstance(e, Output)).row)
+    else:
+        answer(conv, once)
+
+
+def converse(conv: Conversation) -> None:
+    """Read a message, stream its answer, again, until the end of input; Ctrl-C stops an answer only."""
+    while True:
+        try:
+            message = input("> ")
+        except EOFError:
+            out.print()
+            return
+        except KeyboardInterrupt:
+            out.print()
+            continue
+        if not message.strip():
+            continue
+        try:
+            answer(conv, message)
+        except KeyboardInterrupt:
+            out.print()
+            stderr.print("(answer stopped)")
+        except MakemoreError as e:
+            stderr.print(Text.assemble(("error: ", "bold red"), flags(str(e))), soft_wrap=True)
+
+
+def answer(conv: Conversation, message: str) -> None:
+    for event in conv.reply(message):
+        if isinstance(event, Dropped):
+            which = "the oldest turn" if event.turns == 1 else f"the {event.turns} oldest turns"
+            stderr.print(f"(left out {which} to fit the model's context)")
+        elif isinstance(event, Piece):
+            out.print(event.text, end="", soft_wrap=True)
+    out.print()
 
 
 @app.command()

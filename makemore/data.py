@@ -36,6 +36,7 @@ import torch
 
 import tokenizer as tokenizers
 from makemore import memory, tokens
+from makemore import pairs as pairs_
 from makemore.errors import MakemoreError
 from tokenizer import EOT, CharTokenizer, Tokenizer, TokenizerError
 from safeio import raises
@@ -535,6 +536,7 @@ class Dataset:
     novelty: ClassVar[bool] = False  # samples can be told new or seen (the training items are a set)
     output: ClassVar[str]  # what its models generate: "items" (boundary to boundary) or "stream" (`sample.GENERATORS`)
     sample_options: ClassVar[tuple[str, ...]] = ()  # sampling arguments that mean something for this kind only
+    build_options: ClassVar[tuple[str, ...]] = ()  # `prepare` arguments only this kind takes (pairs: template, truncate)
 
     def record(self) -> dict:
         """What a checkpoint stores about its data, enough to find the file again and re-split it."""
@@ -551,9 +553,19 @@ class Dataset:
         """Refuse a tokenizer this kind cannot use."""
 
     @classmethod
+    def options_of(cls, record: dict) -> dict:
+        """The `build_options` a checkpoint's data record holds: what rebuilds its data the same way."""
+        return {}
+
+    @classmethod
     def sizes_of(cls, split) -> dict:
         """How much an evaluated split holds, for reports: {"items": n} or {"characters": n}."""
         raise NotImplementedError
+
+
+def require_boundary(tok: Tokenizer, label: str, need: str, other: str = "") -> None:
+    if not tok.has_boundary:
+        raise MakemoreError(f"{label}: the tokenizer has no {EOT} special token, which {need}; train it with `special` '{EOT}'{other}")
 
 
 def item_room(block_size: int) -> int:
@@ -591,9 +603,7 @@ class Lines(Dataset):
 
     @classmethod
     def check_tokenizer(cls, tok: Tokenizer, label: str) -> None:
-        if not tok.has_boundary:
-            raise MakemoreError(f"{label}: the tokenizer has no {EOT} special token, which lines mode needs "
-                                f"as the item boundary; train it with `special` '{EOT}' (or use `mode` text)")
+        require_boundary(tok, label, "lines mode needs as the item boundary", " (or use `mode` text)")
 
     @classmethod
     def test_split(cls, src: Source, record: dict, tok: Tokenizer, block_size: int) -> Items:
@@ -638,7 +648,7 @@ class Text(Dataset):
     kind, unit, record_unit = "text", "characters", "chars"
     default_batch_size = 8  # windows per step: many small steps learn fastest in minutes (docs/performance.md)
     output = "stream"
-    sample_options = ("max_new_tokens", "stream")
+    sample_options = ("max_new_tokens", "stream", "stop")
 
     @classmethod
     def build(cls, src: Source, seed: int, tok: Tokenizer | None, reason: str, block_size: int | None) -> Text:
@@ -704,7 +714,146 @@ class Text(Dataset):
 
 
 
-KINDS: dict[str, type[Dataset]] = {"lines": Lines, "text": Text}
+@dataclass
+class Pairs(Dataset):
+    """Instruction pairs (`makemore/pairs.py` reads them): each record becomes `<eot> prompt response
+    <eot>`, the prompt written by the template; only the response and the closing end token are
+    targets (the prompt's are IGNORE, as padding is), so the loss and `eval` measure the answers.
+    Split by record; batched as lines mode's items are (cut to the longest, or packed)."""
+
+    template: str = pairs_.DEFAULT_TEMPLATE
+    truncate: bool = False  # a record longer than the block loses its end (else it is an error)
+    kind, unit, record_unit = "pairs", "records", "records"
+    default_batch_size = 16
+    output = "answers"
+    sample_options = ("max_new_tokens", "stream", "stop")
+    build_options = ("template", "truncate")
+
+    def record(self) -> dict:
+        return super().record() | {"template": self.template, "truncate": self.truncate}
+
+    @classmethod
+    def build(cls, src: Source, seed: int, tok: Tokenizer | None, reason: str, block_size: int | None,
+              template: str | None = None, truncate: bool = False) -> Pairs:
+        template = pairs_.check_template(template or pairs_.DEFAULT_TEMPLATE)
+        records = pairs_.read_records(src.text, src.name)
+        if len(records) < MIN_ITEMS:
+            raise MakemoreError(f"{src.name}: only {len(records)} records; need at least {MIN_ITEMS} to train on")
+        tok = tok or CharTokenizer.from_items([template, *(pairs_.render(template, r.instruction, r.input) + r.response for r in records)])
+        cls.check_tokenizer(tok, src.name)
+        seqs = encode_records(tok, template, records, src.name)
+        longest = max(range(len(seqs)), key=lambda k: len(seqs[k][0]) + len(seqs[k][1]))
+        block_size = block_size or min(1 + len(seqs[longest][0]) + len(seqs[longest][1]), MAX_BLOCK_SIZE)
+        check_room(seqs, list(range(1, len(seqs) + 1)), block_size, truncate, src.name)
+        width = min(block_size, 1 + len(seqs[longest][0]) + len(seqs[longest][1]))  # what `encode_pairs` pads to at most
+        memory.require(3 * 8 * len(records) * (width + 1), f"{src.name} in pairs mode", "are the records that long?")
+        parts = split_items(list(range(len(records))), seed)
+        splits = {k: encode_pairs([seqs[i] for i in v], [records[i] for i in v], [i + 1 for i in v], tok, block_size, truncate, src.name)
+                  for k, v in parts.items()}
+        return cls(src.name, src.path, src.sha256, seed, reason, splits, {k: len(v) for k, v in parts.items()}, tok, block_size,
+                   template, truncate)
+
+    @classmethod
+    def check_tokenizer(cls, tok: Tokenizer, label: str) -> None:
+        require_boundary(tok, label, "pairs mode needs to end each response")
+
+    @classmethod
+    def options_of(cls, record: dict) -> dict:
+        return {"template": record.get("template", pairs_.DEFAULT_TEMPLATE), "truncate": record.get("truncate", False)}
+
+    @classmethod
+    def test_split(cls, src: Source, record: dict, tok: Tokenizer, block_size: int) -> Items:
+        records = pairs_.read_records(src.text, src.name)
+        chosen = split_items(list(range(len(records))), record["split_seed"])["test"]
+        return cls.encode(src, tok, block_size, records, chosen, **cls.options_of(record))
+
+    @classmethod
+    def encode_file(cls, src: Source, tok: Tokenizer, block_size: int, template: str | None = None, truncate: bool = False) -> Items:
+        records = pairs_.read_records(src.text, src.name)
+        return cls.encode(src, tok, block_size, records, list(range(len(records))), template, truncate)
+
+    @classmethod
+    def encode(cls, src: Source, tok: Tokenizer, block_size: int, records: list, chosen: list[int], template: str | None = None,
+               truncate: bool = False) -> Items:
+        template = pairs_.check_template(template or pairs_.DEFAULT_TEMPLATE)
+        picked = [records[i] for i in chosen]
+        return encode_pairs(encode_records(tok, template, picked, src.name, [i + 1 for i in chosen]), picked,
+                            [i + 1 for i in chosen], tok, block_size, truncate, src.name)
+
+    @classmethod
+    def training_items(cls, src: Source, record: dict) -> None:
+        return None
+
+    @classmethod
+    def scored(cls, tok: Tokenizer, text: str, block_size: int) -> tuple[list[int], int, bool]:
+        """A string scored as lines mode scores an item: boundary to boundary."""
+        return Lines.scored(tok, text, block_size)
+
+    @classmethod
+    def sizes_of(cls, split: Items) -> dict:
+        return {"items": len(split)}
+
+
+def encode_records(tok, template: str, records: list, name: str, numbers: list[int] | None = None) -> list[tuple[list[int], list[int]]]:
+    """Each record's prompt ids and response ids; a record the tokenizer cannot encode is an error naming it."""
+    out = []
+    for record, number in zip(records, numbers or range(1, len(records) + 1)):
+        try:
+            out.append((encode_text(tok, normalize(pairs_.render(template, record.instruction, record.input))),
+                        encode_text(tok, normalize(record.response))))
+        except TokenizerError as e:
+            raise MakemoreError(f"{name}: record {number}: {e}") from None
+    return out
+
+
+def encode_pairs(seqs: list[tuple[list[int], list[int]]], records: list, numbers: list[int], tok, block_size: int,
+                 truncate: bool, name: str) -> Items:
+    """Rows of `<eot> prompt response <eot>` cut to `block_size + 1`, targets IGNORE over the prompt
+    and the padding; a record that does not fit is an error, or with `truncate` loses its end (a
+    prompt that leaves no room for a response token is an error either way)."""
+    check_room(seqs, numbers, block_size, truncate, name)
+    eot = tok.eot_id
+    W = min(block_size, max(2 + len(p) + len(r) for p, r in seqs) - 1)  # the rows' width: a fine-tuned model's block may be far longer
+    xs, ys, lengths = [], [], []
+    for prompt, response in seqs:
+        row = [eot, *prompt, *response, eot][: W + 1]
+        n = len(row) - 1
+        xs += row[:-1] + [eot] * (W - n)
+        ys += [IGNORE] * len(prompt) + row[len(prompt) + 1 :] + [IGNORE] * (W - n)
+        lengths.append(n)
+    x, y = (torch.tensor(v, dtype=torch.long).view(len(seqs), W) for v in (xs, ys))
+    return Items(x=x, y=y, n_chars=sum(len(normalize(r.response)) + 1 for r in records), _lengths=torch.tensor(lengths))
+
+
+def check_room(seqs: list[tuple[list[int], list[int]]], numbers: list[int], block_size: int, truncate: bool, name: str) -> None:
+    """The first record (by number) that does not fit `block_size` positions, as an error; with
+    `truncate`, only one whose prompt leaves no room for a response token."""
+    for (prompt, response), number in sorted(zip(seqs, numbers), key=lambda s: s[1]):
+        n = 1 + len(prompt) + len(response)  # positions: <eot>, the prompt, the response (the end is a target only)
+        if n > block_size and (not truncate or len(prompt) + 1 >= block_size):
+            hint = "shorten its prompt or use a larger `block_size`" if truncate else "use `truncate` or a larger `block_size`"
+            raise MakemoreError(f"{name}: record {number} is {n} tokens, more than the block size ({block_size}); {hint}")
+
+
+def template_of(record: dict | None) -> str | None:
+    """The prompt template a model was trained with (pairs mode), or None."""
+    return (record or {}).get("template")
+
+
+def prompt_ids(tok, template: str | None, instruction: str, label: str) -> list[int]:
+    """`<eot>` and the prompt of `instruction` as `template` (default: the Alpaca-style one) writes it: what an answer follows."""
+    text = pairs_.render(pairs_.check_template(template or pairs_.DEFAULT_TEMPLATE), normalize(instruction))
+    try:
+        encode_text(tok, normalize(instruction))
+    except TokenizerError as e:
+        raise MakemoreError(f"{label} {shown(instruction)}: {e}") from None
+    try:
+        return [*([tok.eot_id] if tok.has_boundary else []), *encode_text(tok, text)]
+    except TokenizerError as e:
+        raise MakemoreError(f"the prompt template{'' if template else ' (the default: the model was not trained in pairs mode)'}: {e}") from None
+
+
+KINDS: dict[str, type[Dataset]] = {"lines": Lines, "text": Text, "pairs": Pairs}
 FIRST_KIND = "lines"  # what a checkpoint's data record without a mode was trained on
 MODES = (*KINDS, "auto")
 
@@ -715,8 +864,10 @@ def lookup(name: str) -> type[Dataset]:
     return KINDS[name]
 
 
-def choose(mode: str, text: str) -> tuple[type[Dataset], str]:
-    """The kind asked for (or, with auto, the one the text looks like) and why, in words."""
+def choose(mode: str, text: str, name: str = "") -> tuple[type[Dataset], str]:
+    """The kind asked for (or, with auto, the one the file's name or text says) and why, in words."""
+    if mode == "auto" and pairs_.claims(name):
+        return Pairs, "a JSON file of records"
     if mode == "auto":
         name, reason = detect_mode(text)
         return KINDS[name], reason
@@ -724,22 +875,27 @@ def choose(mode: str, text: str) -> tuple[type[Dataset], str]:
 
 
 def prepare(path: str | Path | None, seed: int = 1337, tokenizer_path: str | Path | None = None, mode: str = "auto",
-            block_size: int | None = None, tok: Tokenizer | None = None) -> Dataset:
+            block_size: int | None = None, tok: Tokenizer | None = None, options: dict | None = None) -> Dataset:
     """Read `path` (None: the built-in names), pick its kind, split it by `seed`, encode every split
-    once, with `tok` or the tokenizer at `tokenizer_path` (default: the file's characters)."""
+    once, with `tok` or the tokenizer at `tokenizer_path` (default: the file's characters).
+    `options` are the kind's own (`Dataset.build_options`); one given to another kind is an error."""
     if block_size is not None and not 1 <= block_size <= MAX_BLOCK_SIZE:
         raise MakemoreError(f"`block_size` {block_size}: must be from 1 to {MAX_BLOCK_SIZE:,}")
     if mode != "auto":
         lookup(mode)
     tok = tokenizers.load(tokenizer_path) if tokenizer_path else tok
     src = read_source(path)
-    kind, reason = choose(mode, src.head)
+    kind, reason = choose(mode, src.head, src.name)
     if mode == "auto" and os.path.getsize(src.file) > HEAD_BYTES:
         reason += f" in its first {HEAD_BYTES >> 20} MB"
+    given = {k: v for k, v in (options or {}).items() if v}
+    for name in given.keys() - set(kind.build_options):
+        raise MakemoreError(f"`{name}`: an option of {', '.join(k.kind for k in KINDS.values() if name in k.build_options)} "
+                            f"mode; {src.name} is read in {kind.kind} mode")
     if tok is not None:
         kind.check_tokenizer(tok, str(tokenizer_path or "the model's tokenizer"))
     try:
-        return kind.build(src, seed, tok, reason, block_size)
+        return kind.build(src, seed, tok, reason, block_size, **given)
     except TokenizerError as e:
         raise MakemoreError(f"{src.name}: {e}") from None
 
@@ -748,7 +904,7 @@ def refuse_options(kind: type[Dataset], given: dict[str, bool], model: str) -> N
     """An error for the first sampling argument `given` that belongs to another kind than `kind`."""
     for other in KINDS.values():
         for name in other.sample_options:
-            if other is not kind and given.get(name):
+            if other is not kind and given.get(name) and name not in kind.sample_options:
                 label = "`stream`/`no_stream`" if name == "stream" else f"`{name}`"  # a flag pair on the command line
                 raise MakemoreError(f"{label}: a {other.kind}-mode option; {model} is a {kind.kind}-mode model")
 

@@ -60,13 +60,14 @@ class Run:
     @classmethod
     def fresh(cls, folder: Path, data_path: str | Path | None, model_type: str, cfg: TrainConfig, options: dict | None = None,
               tokenizer_path: str | Path | None = None, mode: str = "auto", block_size: int | None = None,
-              overwrite: bool = False, rank: Rank = SINGLE) -> Run:
-        """A new model of `model_type` (with `options`, key=value) on the file at `data_path` (None: the built-in names)."""
+              overwrite: bool = False, rank: Rank = SINGLE, data_options: dict | None = None) -> Run:
+        """A new model of `model_type` (with `options`, key=value) on the file at `data_path` (None: the built-in names);
+        `data_options` are the data kind's own (pairs: template, truncate)."""
         models.make_config(model_type, 1, 1, **(options or {}))  # bad options are refused before any data is read
         check_run_folder(folder, [data_path], overwrite)
         lock = claim(folder, rank)
         with released_on_error(lock):
-            dataset = data.prepare(data_path, cfg.seed, tokenizer_path, mode, block_size)
+            dataset = data.prepare(data_path, cfg.seed, tokenizer_path, mode, block_size, options=data_options)
         return cls.new(folder, dataset, model_type, cfg, options, overwrite, rank, lock)
 
     @classmethod
@@ -83,13 +84,14 @@ class Run:
 
     @classmethod
     def fine_tune(cls, folder: Path, source_path: str | Path, data_path: str | Path | None, cfg: TrainConfig,
-                  mode: str = "auto", overwrite: bool = False, rank: Rank = SINGLE) -> Run:
+                  mode: str = "auto", overwrite: bool = False, rank: Rank = SINGLE, data_options: dict | None = None) -> Run:
         """The model, config and tokenizer of the checkpoint at `source_path`, trained on new data."""
         source = checkpoint.load(source_path)
         check_run_folder(folder, [data_path, source.path], overwrite)
         lock = claim(folder, rank)
         with released_on_error(lock):
-            dataset = data.prepare(data_path, cfg.seed, mode=mode, block_size=source.model.config.block_size, tok=source.tokenizer)
+            dataset = data.prepare(data_path, cfg.seed, mode=mode, block_size=source.model.config.block_size, tok=source.tokenizer,
+                                   options=data_options)
             start_fresh(folder, lock, rank, overwrite)
         return cls(folder, dataset, source.model_type, source.model, resolve(cfg, type(source.model), type(dataset)),
                    origin=str(Path(source.path).resolve()), lock=lock)
@@ -127,7 +129,7 @@ class Run:
         except TypeError as e:
             raise MakemoreError(f"{last}: damaged training options ({e})") from None
         dataset = data.prepare(stored, rec.data["split_seed"], mode=data.kind_of(rec.data).kind,
-                               block_size=ckpt.model.config.block_size, tok=ckpt.tokenizer)
+                               block_size=ckpt.model.config.block_size, tok=ckpt.tokenizer, options=data.kind_of(rec.data).options_of(rec.data))
         if dataset.sha256 != rec.data["sha256"]:
             raise MakemoreError(f"{stored}: the file has changed since this run started; it cannot be resumed exactly")
         dataset.name = rec.data["name"]  # as the run knew it (it was read from the recorded absolute path)
@@ -369,5 +371,5 @@ def evaluate(ckpt: Checkpoint, path: str | Path | None = None, limit: int | None
         split, which = kind.test_split(src, ckpt.training.data, ckpt.tokenizer, block_size), "test split"
     else:
         src = data.read_source(path)
-        split, which = kind.encode_file(src, ckpt.tokenizer, block_size), "file"
+        split, which = kind.encode_file(src, ckpt.tokenizer, block_size, **kind.options_of(ckpt.training.data)), "file"
     return {"data": src.name, "on": which, "mode": kind.kind, **kind.sizes_of(split)} | measure(ckpt.model, split, limit)

@@ -1,6 +1,9 @@
 """Generation and scoring for every model type, through the models' incremental interface.
 
-- `filter_logits` (pure): temperature, then top-k, then top-p, then min-p; temperature 0 = greedy.
+- `filter_logits` (pure), in this order: the repetition penalty (on the raw logits, as Hugging Face
+  applies it), temperature, top-k, top-p, min-p; temperature 0 = greedy (after the penalty).
+- `StopScanner` (pure): cuts streamed text at the first stop sequence and holds back any tail that
+  could still become one, so a stop sequence split across tokens is never printed.
 - `Decoder` feeds ids to a model and gives the logits of the next id, either through the model's
   `step` (KV cache, carried hidden state, sliding window) or, with `cache=False`, by rerunning the
   whole visible context: the reference the tests compare the cached path against. Both see the
@@ -23,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from makemore.data import Dataset, encode_text, normalize
+from makemore.data import Dataset, encode_text, normalize, prompt_ids
 from makemore.errors import MakemoreError
 from makemore.models.base import onednn
 from makemore.train import check_seed
@@ -43,6 +46,7 @@ class Sampling:
     top_k: int | None = None  # keep the k likeliest
     top_p: float | None = None  # keep the smallest set whose probability reaches p (nucleus)
     min_p: float | None = None  # keep ids at least min_p times as likely as the likeliest
+    repetition_penalty: float = 1.0  # CTRL (Keskar et al. 2019): ids already in the context made less likely; 1 = off
 
     def __post_init__(self):
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
@@ -53,6 +57,8 @@ class Sampling:
             raise MakemoreError(f"`top_p` {self.top_p}: must be above 0 and at most 1")
         if self.min_p is not None and not 0 <= self.min_p <= 1:
             raise MakemoreError(f"`min_p` {self.min_p}: must be from 0 to 1")
+        if not (self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty)):
+            raise MakemoreError(f"`repetition_penalty` {self.repetition_penalty}: must be a positive number (1 = off, 1.2 is usual)")
 
 
 MIN_TEMPERATURE = 1e-4  # below it sampling is greedy: dividing the logits by less can overflow to inf - inf = NaN
@@ -62,9 +68,21 @@ def greedy(s: Sampling) -> bool:
     return s.temperature < MIN_TEMPERATURE
 
 
-def filter_logits(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
-    """The logits (..., V) to sample from: divided by the temperature, then everything outside top-k,
-    then outside top-p, then below min-p set to -inf. The likeliest id always survives."""
+def penalize(logits: torch.Tensor, context: torch.Tensor | None, penalty: float) -> torch.Tensor:
+    """The logits (B, V) with every id in `context` (B, n) made less likely: its logit divided by
+    `penalty` where positive, multiplied where negative (CTRL's rule as Hugging Face's
+    RepetitionPenaltyLogitsProcessor applies it; an id counts once however often it occurs)."""
+    if penalty == 1 or context is None or context.shape[-1] == 0:
+        return logits
+    seen = logits.gather(-1, context)  # (B, n)
+    return logits.scatter(-1, context, torch.where(seen > 0, seen / penalty, seen * penalty))
+
+
+def filter_logits(logits: torch.Tensor, s: Sampling, context: torch.Tensor | None = None) -> torch.Tensor:
+    """The logits (..., V) to sample from: the repetition penalty on the ids of `context`, then divided
+    by the temperature, then everything outside top-k, then outside top-p, then below min-p set to
+    -inf. The likeliest id always survives."""
+    logits = penalize(logits, context, s.repetition_penalty)
     logits = logits if greedy(s) else logits / s.temperature
     if s.top_k is not None and s.top_k < logits.shape[-1]:
         kth = torch.topk(logits, s.top_k, dim=-1).values[..., -1:]
@@ -81,11 +99,11 @@ def filter_logits(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
     return logits
 
 
-def draw(logits: torch.Tensor, s: Sampling, gen: torch.Generator) -> torch.Tensor:
-    """One id per row of `logits` (B, V)."""
+def draw(logits: torch.Tensor, s: Sampling, gen: torch.Generator, context: torch.Tensor | None = None) -> torch.Tensor:
+    """One id per row of `logits` (B, V); `context` (B, n), the ids the repetition penalty counts."""
     if greedy(s):
-        return logits.argmax(dim=-1)
-    probs = filter_logits(logits, s).softmax(dim=-1)
+        return penalize(logits, context, s.repetition_penalty).argmax(dim=-1)
+    probs = filter_logits(logits, s, context).softmax(dim=-1)
     return torch.multinomial(probs, 1, generator=gen).squeeze(1)
 
 
@@ -132,6 +150,7 @@ def encode_prompt(tok, text: str, option: str) -> list[int]:
 class Item:
     text: str
     logprob: float  # natural log, the boundary at the end included
+    ended: str = "end"  # "end": the model chose the boundary; "length": the block size or `max_len` forced it
 
 
 @torch.no_grad()
@@ -160,18 +179,20 @@ def sample_items(model: nn.Module, tok, n: int, s: Sampling, seed: int | None = 
         chars = torch.full((b,), len(normalize(prefix)), device=device)
         logprob = torch.zeros(b, device=device)
         done = torch.zeros(b, dtype=torch.bool, device=device)
+        forced = torch.zeros(b, dtype=torch.bool, device=device)
         decoder = Decoder(model, cache)
         while seq.shape[1] <= block and not done.all():
             raw = decoder.next_logits(seq)  # (b, V)
             allowed = constrain(raw, chars, lengths, tok.eot_id, min_len, max_len, last=seq.shape[1] == block)
-            nxt = torch.where(done, tok.eot_id, draw(allowed, s, gen))
+            nxt = torch.where(done, tok.eot_id, draw(allowed, s, gen, seq[:, 1:]))  # not the opening boundary
             logprob += torch.where(done, 0.0, F.log_softmax(raw, dim=-1).gather(1, nxt[:, None]).squeeze(1))  # the model's own
             chars += torch.where(done, 0, lengths[nxt])
+            forced |= ~done & (nxt == tok.eot_id) & (torch.isfinite(allowed).sum(dim=-1) == 1)  # no other id was allowed
             done |= nxt == tok.eot_id
             seq = torch.cat([seq, nxt[:, None]], dim=1)
-        for row, lp in zip(seq[:, 1:].tolist(), logprob.tolist()):
+        for row, lp, cut in zip(seq[:, 1:].tolist(), logprob.tolist(), forced.tolist()):
             row = row[: row.index(tok.eot_id)] if tok.eot_id in row else row
-            items.append(Item(tok.decode(row), lp))
+            items.append(Item(tok.decode(row), lp, "length" if cut else "end"))
     return items
 
 
@@ -221,7 +242,7 @@ def stream_text(model: nn.Module, tok, prompt: list[int], max_new_tokens: int, s
     decoder = Decoder(model, cache)
     seq = torch.tensor([prompt], device=device)
     for _ in range(max_new_tokens):
-        nxt = draw(decoder.next_logits(seq), s, gen)  # (1,)
+        nxt = draw(decoder.next_logits(seq), s, gen, seq)  # (1,)
         seq = torch.cat([seq, nxt[:, None]], dim=1)
         yield int(nxt)
 
@@ -298,8 +319,14 @@ class Request:
     min_len: int = 0  # items: characters at least
     max_len: int | None = None  # items: characters at most
     novel_only: bool = False  # items: only ones not in the training set
-    max_new_tokens: int | None = None  # streams: tokens to generate (default 500)
+    max_new_tokens: int | None = None  # streams: tokens to generate (default 500; answers: up to the block size)
     cache: bool = True  # the incremental path; False reruns the whole context (the reference)
+    stop: tuple[str, ...] = ()  # streams: end at the first of these strings (not part of the output)
+    template: str | None = None  # answers: the prompt template the model was trained with (default: `pairs.DEFAULT_TEMPLATE`)
+
+    def __post_init__(self):
+        if any(not stop for stop in self.stop):
+            raise MakemoreError("`stop`: a stop sequence must not be empty")
 
 
 @dataclass
@@ -344,28 +371,122 @@ def generate_items(model: nn.Module, tok, req: Request, seen: set[str] | None) -
     items = novel_items(model, tok, 20 if req.n is None else req.n, req.sampling, req.seed, req.prompt or "", req.min_len,
                         req.max_len, req.cache, seen if req.novel_only else None)
     for it in items:
-        yield Output(it.text, {"text": it.text, "new": None if seen is None else it.text not in seen, "logprob": it.logprob})
+        yield Output(it.text, {"text": it.text, "new": None if seen is None else it.text not in seen, "logprob": it.logprob,
+                               "ended": it.ended})
 
 
 def generate_text(model: nn.Module, tok, req: Request, seen: set[str] | None = None) -> Iterator[Piece | Output]:
-    """Streams: the prompt, then `max_new_tokens` tokens, as pieces of text while they come, then the whole."""
-    n = 1 if req.n is None else req.n
-    if not 1 <= n <= MAX_STREAMS:
-        raise MakemoreError(f"`n` {n}: text mode makes 1 to {MAX_STREAMS} streams")
+    """Streams: the prompt, then `max_new_tokens` tokens (or up to a stop sequence), as pieces of
+    text while they come, then the whole."""
+    n = stream_count(req, "text")
     prompt = req.prompt or ""
     ids = (encode_prompt(tok, prompt, "`prompt`") if prompt else []) or default_prompt(tok)
     for k in range(n):
-        text = TextStream(tok)
         yield Piece(prompt)
-        for i in stream_text(model, tok, ids, 500 if req.max_new_tokens is None else req.max_new_tokens, req.sampling,
-                             None if req.seed is None else req.seed + k, req.cache):
-            yield Piece(text.add(i))
-        yield Piece(text.finish())
-        made = "".join(text.parts)
-        yield Output(prompt + made, {"prompt": prompt, "text": made, "tokens": len(text.ids)})
+        for event in stream_until(model, tok, ids, req, 500, None if req.seed is None else req.seed + k):
+            if isinstance(event, Ending):
+                yield Output(prompt + event.text, {"prompt": prompt, "text": event.text, "tokens": event.tokens} | event.row())
+            else:
+                yield event
 
 
-GENERATORS = {"items": generate_items, "stream": generate_text}  # by a data kind's `output`
+def generate_answers(model: nn.Module, tok, req: Request, seen: set[str] | None = None) -> Iterator[Piece | Output]:
+    """Answers to the instruction `req.prompt`, formatted with the model's template: each streamed
+    until the end token, a stop sequence or `max_new_tokens` (default: what is left of the block)."""
+    n = stream_count(req, "pairs")
+    if not req.prompt:
+        raise MakemoreError("`prompt`: give the instruction to answer")
+    ids = prompt_ids(tok, req.template, req.prompt, "`prompt`")
+    room = max(model.config.block_size - len(ids), 1)
+    for k in range(n):
+        for event in stream_until(model, tok, ids, req, room, None if req.seed is None else req.seed + k, tok.eot_id):
+            if isinstance(event, Ending):
+                yield Output(event.text, {"prompt": req.prompt, "text": event.text, "tokens": event.tokens} | event.row())
+            else:
+                yield event
+
+
+def stream_count(req: Request, mode: str) -> int:
+    n = 1 if req.n is None else req.n
+    if not 1 <= n <= MAX_STREAMS:
+        raise MakemoreError(f"`n` {n}: {mode} mode makes 1 to {MAX_STREAMS} streams")
+    return n
+
+
+@dataclass
+class Ending:
+    """How a stream ended: `reason` is "length" (`max_new_tokens`), "end" (the end token) or "stop"."""
+
+    text: str  # everything printed, the stop sequence not included
+    tokens: int  # ids generated, the end token and the stop sequence's included
+    reason: str
+    stop: str | None = None  # the stop sequence that ended it
+
+    def row(self) -> dict:
+        return {"ended": self.reason} | ({"stop": self.stop} if self.stop is not None else {})
+
+
+def stream_until(model: nn.Module, tok, ids: list[int], req: Request, default_tokens: int, seed: int | None,
+                 end_id: int | None = None) -> Iterator[Piece | Ending]:
+    """Pieces of text generated after `ids` until `end_id`, a stop sequence of `req.stop` or the
+    token budget, then the `Ending`; text that may begin a stop sequence waits (`StopScanner`)."""
+    text, scan = TextStream(tok), StopScanner(req.stop)
+    budget = default_tokens if req.max_new_tokens is None else req.max_new_tokens
+    reason, count = "length", 0
+    for i in stream_text(model, tok, ids, budget, req.sampling, seed, req.cache):
+        count += 1
+        if i == end_id:
+            reason = "end"
+            break
+        piece = scan.feed(text.add(i))
+        if piece:
+            yield Piece(piece)
+        if scan.stopped is not None:
+            reason = "stop"
+            break
+    if reason != "stop":
+        tail = scan.feed(text.finish())
+        tail += "" if scan.stopped is not None else scan.flush()
+        if tail:
+            yield Piece(tail)
+        reason = "stop" if scan.stopped is not None else reason
+    yield Ending(scan.out, count, reason, scan.stopped)
+
+
+class StopScanner:
+    """Text in, text safe to print out: cut at the first stop sequence (which is not printed), and
+    any tail that could be the start of one held back until the next text decides it."""
+
+    def __init__(self, stops: tuple[str, ...] | list[str] = ()):
+        if any(not stop for stop in stops):
+            raise MakemoreError("`stop`: a stop sequence must not be empty")
+        self.stops, self.held, self.out = tuple(stops), "", ""
+        self.stopped: str | None = None  # the stop sequence found
+
+    def feed(self, text: str) -> str:
+        """The part of everything fed so far that is now certain to be output and was not returned yet."""
+        if self.stopped is not None:
+            return ""
+        buf = self.held + text
+        found = [(buf.find(stop), stop) for stop in self.stops if stop in buf]
+        if found:
+            at, self.stopped = min(found)
+            return self._emit(buf[:at], "")
+        keep = max((k for stop in self.stops for k in range(min(len(stop) - 1, len(buf)), 0, -1)
+                    if buf.endswith(stop[:k])), default=0)  # the longest tail that begins a stop sequence
+        return self._emit(buf[: len(buf) - keep], buf[len(buf) - keep :])
+
+    def flush(self) -> str:
+        """At the end of the stream: what was held back is output after all."""
+        return self._emit(self.held, "")
+
+    def _emit(self, text: str, held: str) -> str:
+        self.held = held
+        self.out += text
+        return text
+
+
+GENERATORS = {"items": generate_items, "stream": generate_text, "answers": generate_answers}  # by a data kind's `output`
 
 
 def generate(kind: type[Dataset], model: nn.Module, tok, req: Request, seen: set[str] | None = None) -> Iterator[Piece | Output]:

@@ -45,7 +45,7 @@ def test_sample_json_marks_new_and_seen_and_is_seeded(trained):
     a = json.loads(run("sample", "-c", ckpt, "-n", "8", "--seed", "3", "--json").stdout)
     b = json.loads(run("sample", "-c", ckpt, "-n", "8", "--seed", "3", "--json").stdout)
     assert a == b and len(a) == 8
-    assert all(set(r) == {"text", "new", "logprob"} and r["logprob"] < 0 for r in a)
+    assert all(set(r) == {"text", "new", "logprob", "ended"} and r["logprob"] < 0 for r in a)
     assert all(set(r["text"]) <= set("kaurimotse") for r in a)
     train_items = set(data.split_items(toy_items(300), 1337)["train"])  # the real training split, rebuilt here
     many = json.loads(run("sample", "-c", ckpt, "-n", "200", "--seed", "3", "--temperature", "0.5", "--json").stdout)

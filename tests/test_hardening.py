@@ -102,6 +102,9 @@ def world(tmp_path_factory):
     (root / "nometrics").mkdir()
     (root / "nometrics" / "metrics.jsonl").write_text('{"step": 10, "train_loss": 2.0}\n{"step": "x"}\n')
     (root / "afile").write_text("x")
+    (root / "bad.jsonl").write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a"}\n')
+    (root / "bad-template.txt").write_text("{question} {response}")
+    (root / "template.txt").write_text("{instruction}={response}")
     (root / "adir").mkdir()
     (root / "ckdir" / "model.safetensors").mkdir(parents=True)
     os.mkfifo(root / "fifo")
@@ -168,8 +171,11 @@ CASES = [
     (M, ["train", "longline.txt", "--mode", "lines", *QUICK], ["longline.txt", "line 51 is 3,000 tokens", "--mode text"]),
     (M, ["train", "toy.txt", "--block-size", "3", "--mode", "lines", *QUICK], ["toy.txt: line", "longer than --block-size 3"]),
     (M, ["train", "short-text.txt", "--mode", "text", *QUICK], ["short-text.txt", "block size (128)"]),
-    (M, ["train", "toy.txt", "--mode", "prose", *QUICK], ["--mode 'prose'", "lines, text, auto"]),
+    (M, ["train", "toy.txt", "--mode", "prose", *QUICK], ["--mode 'prose'", "lines, text, pairs, auto"]),
     (M, ["train", "toy.txt", "--block-size", "0", *QUICK], ["--block-size 0"]),
+    (M, ["train", "bad.jsonl", *QUICK], ["bad.jsonl: record 2 (line 2): field \"response\" is missing"]),
+    (M, ["train", "bad.jsonl", "--template", "bad-template.txt", *QUICK], ["--template bad-template.txt: unknown placeholder {question}"]),
+    (M, ["train", "toy.txt", "--template", "template.txt", *QUICK], ["--template: an option of pairs mode", "lines mode"]),
     (M, ["train", "toy.txt", "--block-size", "1000000000", *QUICK], ["--block-size 1000000000"]),
     # training options
     (M, ["train", "toy.txt", "--type", "gpt"], ["unknown model type 'gpt'; choose one of: bigram"]),
@@ -228,6 +234,12 @@ CASES = [
     (M, ["sample", "-c", "run", "--top-p", "0"], ["--top-p 0.0"]),
     (M, ["sample", "-c", "run", "--top-p", "1.5"], ["--top-p 1.5"]),
     (M, ["sample", "-c", "run", "--min-p", "2"], ["--min-p 2.0"]),
+    (M, ["sample", "-c", "run", "--repetition-penalty", "0"], ["--repetition-penalty 0.0: must be a positive number"]),
+    (M, ["sample", "-c", "run", "--stop", "a"], ["--stop: a text-mode option", "lines-mode model"]),
+    (M, ["chat", "-c", "run", "--json"], ["--json: only with --once"]),
+    (M, ["chat", "-c", "run", "--once", "ka", "--stop", ""], ["--stop: a stop sequence must not be empty"]),
+    (M, ["chat", "-c", "run", "--once", "kaz"], ["message 'kaz': character 'z' is not in the tokenizer's vocabulary"]),
+    (M, ["chat", "-c", "run", "--once", "ka"], ["the prompt template (the default: the model was not trained in pairs mode): character"]),
     (M, ["sample", "-c", "run", "-n", "0"], ["-n 0: must be from 1 to 100,000"]),
     (M, ["sample", "-c", "run", "-n", "1000000000"], ["-n 1000000000"]),
     (M, ["sample", "-c", "run", "--prompt", "kaz"], ["--prefix 'kaz': character 'z' is not in the tokenizer's vocabulary"]),
