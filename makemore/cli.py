@@ -267,7 +267,7 @@ def sample(
     s = Sampling(temperature, top_k, top_p, min_p)
     threads_.start(threads)
     ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
-    kind = data.kind_of(ckpt.training.data)
+    kind = ckpt.training.kind
     data.refuse_options(kind, {"min_len": min_len, "max_len": max_len is not None, "novel_only": novel_only,
                                "max_new_tokens": max_new_tokens is not None, "stream": stream is not None}, str(ckpt.path))
     seen = data.training_items(ckpt.training.data)
@@ -330,7 +330,7 @@ def score(
     rows, failed = [], 0
     for text, place in zip(texts, where):
         try:
-            sc = generate.score(ckpt.model, ckpt.tokenizer, data.kind_of(ckpt.training.data), text)
+            sc = generate.score(ckpt.model, ckpt.tokenizer, ckpt.training.kind, text)
         except MakemoreError as e:
             stderr.print(Text.assemble(("error: ", "bold red"), flags(f"{place}: {e}")), soft_wrap=True)
             failed += 1

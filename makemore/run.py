@@ -328,7 +328,7 @@ def metrics(loss: float, n_tokens: int, n_chars: int) -> dict:
 
 def evaluate(ckpt: Checkpoint, path: str | Path | None = None) -> dict:
     """Metrics of `ckpt` on the file at `path` (all of it), or on its own test split when `path` is None."""
-    kind = data.kind_of(ckpt.training.data)
+    kind = ckpt.training.kind
     block_size = ckpt.model.config.block_size
     if path is None:
         src = data.source_of(ckpt.training.data, str(ckpt.path))
