@@ -271,9 +271,16 @@ def load(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None
 def allocate(build, dtype: torch.dtype | None = None) -> LanguageModel:
     """The model `build()` makes, its memory allocated (in `dtype`) but not initialised: for weights read from a file."""
     model = memory.on_meta(build)
+    first: dict[int, str] = {}
+    ties = [(name, first.setdefault(id(p), name)) for name, p in model.named_parameters(remove_duplicate=False)]
     if dtype is not None:
         model.to(dtype)
-    return model.to_empty(device="cpu")
+    model.to_empty(device="cpu")  # gives each name its own tensor: the tied ones are tied again
+    for name, source in ties:
+        if name != source:
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner), attr, model.get_parameter(source))
+    return model
 
 
 @torch.no_grad()
