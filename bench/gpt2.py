@@ -64,6 +64,20 @@ def median_pair(ours, theirs, repeats: int) -> tuple[float, float]:
     return statistics.median(times["ours"]), statistics.median(times["theirs"])
 
 
+def bfloat16_generation(run: Path, repeats: int) -> float:
+    """Our tokens/s with bfloat16 weights (`sample --dtype bfloat16`): half the bytes each token reads."""
+    from makemore import checkpoint
+    from makemore.sample import Sampling, stream_text
+
+    c = checkpoint.load(run, dtype=torch.bfloat16)
+    times = []
+    for _ in range(repeats + 1):  # the first warms up
+        start = time.perf_counter()
+        list(stream_text(c.model, c.tokenizer, list(range(PROMPT)), NEW, Sampling(temperature=0)))
+        times.append(time.perf_counter() - start)
+    return NEW / statistics.median(times[1:])
+
+
 def generation(ours_ckpt, theirs, repeats: int) -> tuple[float, float]:
     from makemore.sample import Sampling, stream_text
 
@@ -172,12 +186,14 @@ def main() -> None:
         weights_mb = (folder / "model.safetensors").stat().st_size / 2**20
         rss = {which: child(which, folder, run, args.threads) for which in ("theirs", "ours", "ours-sample")}
         f32, bf16 = bfloat16_loss(run)
+        bf16_speed = bfloat16_generation(run, args.repeats)
         ours_ckpt = checkpoint.load(run)
         theirs = transformers.GPT2LMHeadModel.from_pretrained(folder).eval()
         gen = generation(ours_ckpt, theirs, args.repeats)
         step = fine_tune_step(ours_ckpt.model, theirs, args.repeats)
     rows = [
         {"measure": "generation, tokens/s (higher is better)", "ours": gen[0], "transformers": gen[1], "ratio": gen[0] / gen[1]},
+        {"measure": "generation with bfloat16 weights, tokens/s", "ours": bf16_speed, "transformers": None, "ratio": None},
         {"measure": f"fine-tuning step, s (block {BLOCK}, batch {BATCH})", "ours": step[0], "transformers": step[1], "ratio": step[1] / step[0]},
         {"measure": "import to first token, s", "ours": rss["ours"][0], "transformers": rss["theirs"][0], "ratio": rss["theirs"][0] / rss["ours"][0]},
         {"measure": "peak RSS import to first token, MB", "ours": rss["ours"][1], "transformers": rss["theirs"][1], "ratio": rss["theirs"][1] / rss["ours"][1]},

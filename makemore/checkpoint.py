@@ -304,7 +304,7 @@ def fill(model: torch.nn.Module, f, table: dict[str, tensorfile.Entry]) -> None:
             tensorfile.read_into(f, table[found[0]], t)
         except ValueError as e:
             raise ValueError(f"tensor {found[0]}: {e}") from None
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if not tensorfile.finite(t):
             raise ValueError(f"tensor {found[0]} holds NaN or infinite numbers")
 
 

@@ -174,7 +174,7 @@ def fill(model, shards: list[Path], tied: bool) -> None:
                         tensorfile.read_into(f, entry, t.data)
                 except ValueError as e:
                     raise MakemoreError(f"{shard}: tensor {name}: {e}") from None
-                if not bool(torch.isfinite(t).all()):
+                if not tensorfile.finite(t.data):
                     raise MakemoreError(f"{shard}: tensor {name} holds NaN or infinite numbers")
                 done.add(key)
     missing = sorted(set(by_name) - done)

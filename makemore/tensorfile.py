@@ -78,6 +78,15 @@ def read_into(f: BinaryIO, entry: Entry, out: torch.Tensor) -> None:
         out.copy_(target)
 
 
+def finite(t: torch.Tensor) -> bool:
+    """No NaN or infinity in `t`: its least and largest numbers, in one pass and no temporary
+    (`torch.isfinite(t).all()` makes some: 260 MB for GPT-2's 154 MB embedding; NaN propagates to both)."""
+    if not t.is_floating_point() or t.numel() == 0:
+        return True
+    low, high = torch.aminmax(t)
+    return math.isfinite(float(low)) and math.isfinite(float(high))
+
+
 def read(f: BinaryIO, entry: Entry) -> torch.Tensor:
     """The tensor at `entry`, as a new tensor of its own dtype."""
     t = torch.empty(entry.shape, dtype=entry.dtype)
