@@ -27,7 +27,7 @@ class Model:
 
     def __init__(self, ckpt: Checkpoint):
         self.checkpoint = ckpt
-        self.kind = data.kind_of(ckpt.training.data)
+        self.kind = ckpt.training.kind
 
     @property
     def training(self) -> TrainingRecord:

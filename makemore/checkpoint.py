@@ -4,6 +4,9 @@ The metadata carries everything needed to rebuild the model and use it: the form
 version, the model type and its config, the tokenizer's description and the training state.
 Safetensors holds only tensors and strings, so loading a checkpoint cannot run code (no pickle).
 Files are written atomically: a temporary file in the same folder, fsync, then `os.replace`.
+A model is loaded tensor by tensor into a model allocated once (`tensorfile`), and saved from its
+tensors in place, so a 124M GPT-2 takes its own size in memory, not three times it; a tied tensor
+(the head that is the embedding) is stored once, under its first name.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -19,10 +23,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
 import tokenizer as tokenizers
-from makemore import data, memory, models
+from makemore import data, memory, models, tensorfile
 from makemore.errors import MakemoreError
 from makemore.models.base import LanguageModel
-from safeio.files import read_input, write_atomic
+from safeio.files import check_readable, read_input, write_atomic
 from tokenizer import Tokenizer
 
 FORMAT = "makemore"
@@ -45,11 +49,20 @@ class TrainingRecord:
     data: dict | None = None  # the data kind's record (`data.Dataset.record`): name, path, sha256, split_seed, mode, sizes
     options: dict = field(default_factory=dict)  # the resolved `TrainConfig`
     init_from: str | None = None  # fine-tuned from this checkpoint (absolute path)
+    origin: dict | None = None  # an imported model's source (`hf.import_folder`): format, path, name, sha256 of the weights
     stopped: str | None = None  # why the last training ended (last.safetensors)
     test_loss: float | None = None  # after the final evaluation
     test_bits_per_char: float | None = None
     seconds: float | None = None  # timings: absent for --deterministic runs
     steps_per_second: float | None = None
+
+    @property
+    def kind(self):
+        """The data kind the model was trained on: its data record's, or for an imported model with no
+        data yet, the one its origin names (running text for GPT-2)."""
+        if self.data is None and self.origin:
+            return data.lookup(self.origin.get("mode", "text"))
+        return data.kind_of(self.data)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -76,6 +89,7 @@ class TrainingRecord:
         if options and "ema" not in options:
             options = options | {"ema": 0.0}  # saved before the weights' average existed: trained without one
         best = t.get("best_val_loss")
+        _expect(isinstance(t.get("origin", {}), dict), "training.origin is not an object")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in t.items() if k in known} | {
             "data": d, "options": options, "best_val_loss": best if best is None or math.isfinite(best) else None})
@@ -103,35 +117,52 @@ def save(ckpt: Checkpoint, path: str | Path, weights: dict | None = None, state:
         "tokenizer": json.dumps(ckpt.tokenizer.to_dict()),
         "training": json.dumps(ckpt.training.to_json()),
     }
-    tensors = {k: v.detach().cpu().contiguous() for k, v in (weights or ckpt.model.state_dict()).items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in untied(weights or ckpt.model.state_dict()).items()}
     if state is not None:
         tensors |= {STATE + k: v.detach().cpu().contiguous() for k, v in state[0].items()}
         metadata["train_state"] = json.dumps(state[1])
-    write_atomic(path, serialize(tensors, metadata))
+    write_atomic(path, serialize_chunks(tensors, metadata))
     return path
 
 
-DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
-          torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+def untied(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`weights` with each tensor under its first name only (a tied head is the embedding: stored once)."""
+    seen, kept = set(), {}
+    for name, t in weights.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)) if t.numel() else (name,)
+        if key not in seen:
+            seen.add(key)
+            kept[name] = t
+    return kept
+
+
+DTYPES = tensorfile.DTYPES
 
 
 def serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """`serialize_chunks` joined into one bytes object."""
+    return b"".join(serialize_chunks(tensors, metadata))
+
+
+def serialize_chunks(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Iterator[bytes | memoryview]:
     """The safetensors file of `tensors` and `metadata`, written here rather than by safetensors'
     `save` so that the same inputs always give the same bytes (it orders the metadata at random:
     30 different files in 30 calls, bench/handwritten.py; tests/test_handwritten.py reads ours back):
     an 8-byte little-endian header length, the JSON header (names in sorted order, padded with
-    spaces to a multiple of 8), then each tensor's bytes in that order."""
+    spaces to a multiple of 8), then each tensor's bytes in that order, as views of the tensors
+    themselves (no copy: `write_atomic` writes them one after another)."""
     header: dict = {"__metadata__": dict(sorted(metadata.items()))}
-    blobs, offset = [], 0
+    views, offset = [], 0
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
-        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        raw = memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else b""
         header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
+        views.append(raw)
         offset += len(raw)
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text + b"".join(blobs)
+    yield len(text).to_bytes(8, "little") + text
+    yield from views
 
 
 def read_state(path: str | Path) -> tuple[dict, dict]:
@@ -182,18 +213,22 @@ def _expect(ok: bool, what: str) -> None:
         raise ValueError(what)
 
 
-def load(path: str | Path, device: str = "cpu") -> Checkpoint:
-    """Read a checkpoint written by `save`; every problem is a MakemoreError naming the file."""
+def load(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None) -> Checkpoint:
+    """Read a checkpoint written by `save` (its weights in `dtype`, default as stored: float32); every
+    problem is a MakemoreError naming the file."""
     path = Path(path)
     if path.is_dir():
         path = path / FILENAME
     if not path.exists():
         raise MakemoreError(f"{path}: no such checkpoint")
     try:
-        data = read_input(path, "checkpoint", limit=1 << 34)
+        check_readable(path, "checkpoint")
+        with open(path, "rb") as f:
+            head = tensorfile.read_head(f)
     except tokenizers.TokenizerError as e:
         raise MakemoreError(str(e)) from None
-    meta = read_header(data, str(path)).get("__metadata__") or {}
+    header = read_header(head, str(path))
+    meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict):
         raise MakemoreError(f"{path}: damaged checkpoint (__metadata__ is not an object)")
     if meta.get("format") != FORMAT:
@@ -203,9 +238,8 @@ def load(path: str | Path, device: str = "cpu") -> Checkpoint:
             f"{path}: checkpoint format version {meta.get('format_version')!r}; this makemore reads version {FORMAT_VERSION}"
         )
     try:
-        tensors = st_load(data)
-        check_finite(tensors)
-    except (SafetensorError, ValueError, RuntimeError) as e:
+        table = tensorfile.entries(header, len(head), path.stat().st_size)
+    except ValueError as e:
         raise MakemoreError(f"{path}: damaged checkpoint ({e})") from None
     entries = {k: parse_json(meta[k], str(path), k) for k in ("tokenizer", "model_config", "training") if isinstance(meta.get(k), str)}
     try:
@@ -219,15 +253,59 @@ def load(path: str | Path, device: str = "cpu") -> Checkpoint:
             raise ValueError(f"its tokenizer has {tok.vocab_size} tokens but its model {config.vocab_size}")
         training = TrainingRecord.from_json(entries["training"])
         n = memory.count_params(lambda: models.build(model_type, config))
-        memory.require(4 * n, f"its {model_type} of {n:,} parameters", "is the checkpoint damaged?")
-        model = models.build(model_type, config)
-        model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(STATE)})
+        memory.require((dtype or torch.float32).itemsize * n, f"its {model_type} of {n:,} parameters", "is the checkpoint damaged?")
     except MakemoreError as e:
         raise MakemoreError(f"{path}: damaged checkpoint metadata ({e})") from None
     except (KeyError, TypeError, ValueError, RuntimeError, RecursionError, tokenizers.TokenizerError) as e:
         raise MakemoreError(f"{path}: damaged checkpoint metadata ({type(e).__name__}: {e})") from None
+    model = allocate(lambda: models.build(model_type, config), dtype)
+    try:
+        with open(path, "rb") as f:
+            fill(model, f, {k: e for k, e in table.items() if not k.startswith(STATE)})
+    except ValueError as e:
+        raise MakemoreError(f"{path}: damaged checkpoint ({e})") from None
     model.to(device).eval()
     return Checkpoint(model_type=model_type, model=model, tokenizer=tok, training=training, path=path)
+
+
+def allocate(build, dtype: torch.dtype | None = None) -> LanguageModel:
+    """The model `build()` makes, its memory allocated (in `dtype`) but not initialised: for weights read from a file."""
+    model = memory.on_meta(build)
+    first: dict[int, str] = {}
+    ties = [(name, first.setdefault(id(p), name)) for name, p in model.named_parameters(remove_duplicate=False)]
+    if dtype is not None:
+        model.to(dtype)
+    model.to_empty(device="cpu")  # gives each name its own tensor: the tied ones are tied again
+    for name, source in ties:
+        if name != source:
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner), attr, model.get_parameter(source))
+    return model
+
+
+@torch.no_grad()
+def fill(model: torch.nn.Module, f, table: dict[str, tensorfile.Entry]) -> None:
+    """Every weight of `model` from the tensors of the open file `f` named as in its state dict (a tied
+    weight from whichever of its names the file has); each checked finite. A ValueError names the
+    tensor that is missing, unexpected, of another shape, or damaged."""
+    names: dict[int, list[str]] = {}  # one entry per tensor, all its names
+    weights = model.state_dict(keep_vars=True)
+    for name, t in weights.items():
+        names.setdefault(id(t), []).append(name)
+    unexpected = set(table) - set(weights)
+    if unexpected:
+        raise ValueError(f"unexpected tensor {sorted(unexpected)[0]}")
+    for group in names.values():
+        found = [k for k in group if k in table]
+        if not found:
+            raise ValueError(f"tensor {group[0]} is missing")
+        t = weights[group[0]].data
+        try:
+            tensorfile.read_into(f, table[found[0]], t)
+        except ValueError as e:
+            raise ValueError(f"tensor {found[0]}: {e}") from None
+        if not tensorfile.finite(t):
+            raise ValueError(f"tensor {found[0]} holds NaN or infinite numbers")
 
 
 def latest(root: str | Path = DEFAULT_DIR) -> Path:

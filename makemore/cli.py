@@ -18,7 +18,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, Time
 from rich.table import Table
 from rich.text import Text
 
-from makemore import checkpoint, data, distributed, models
+from makemore import checkpoint, data, distributed, hf, models
 from makemore import plot as plotting
 from makemore import compare as comparison
 from makemore import run as runs
@@ -60,6 +60,8 @@ TopPOpt = Annotated[Optional[float], typer.Option(help="Nucleus: only from the l
 MinPOpt = Annotated[Optional[float], typer.Option(help="Only tokens at least this fraction as likely as the likeliest.")]
 StopOpt = Annotated[list[str], typer.Option("--stop", help="Streams and answers: end at this text, which is not printed (\\n, \\t and \\\\ are escapes); repeatable.", show_default=False)]
 RepetitionPenaltyOpt = Annotated[float, typer.Option(help="Make tokens already in the context less likely (CTRL; 1 = off, 1.2 is usual); applied before the temperature.")]
+DtypeOpt = Annotated[str, typer.Option(help="Weights in float32 or bfloat16 (half the memory; logits differ slightly, docs/models.md).")]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 CacheDir = Annotated[Optional[Path], typer.Option(help="Where text mode keeps files it has encoded (default: $MAKEMORE_CACHE, else ~/.cache/makemore).", show_default=False)]
 RESUME_MAY_CHANGE = ("max_steps", "max_seconds", "device", "threads", "compile", "json", "resume", "data_path", "cache_dir", "diagnostics")  # all else is the run's own
 BAR_BYTES = 64 << 20  # a pass over a file this large shows a bar
@@ -150,7 +152,7 @@ def train(
     template: Annotated[Optional[Path], typer.Option(help="Pairs mode: the prompt template, a text file with {instruction}, {input} and {response} at its end (default: Alpaca's layout).", show_default=False)] = None,
     truncate: Annotated[bool, typer.Option(help="Pairs mode: cut records longer than the block size (default: an error).")] = False,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its last state (more steps or seconds allowed).")] = None,
-    init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this checkpoint's weights, config and tokenizer.")] = None,
+    init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this checkpoint's weights, config and tokenizer (a tenth of the learning rate, an evaluation at step 0).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Start afresh in a run folder that already holds a checkpoint.")] = False,
     early_stop: Annotated[Optional[int], typer.Option(help="Stop after N evaluations without a better val loss.")] = None,
     ema: Ema = None,
@@ -168,8 +170,8 @@ def train(
     if resume:
         refuse_given(ctx, RESUME_MAY_CHANGE, "--resume continues a run with its own options",
                      "only --max-steps, --max-seconds and --device may change")
-    if init_from and (settings or type or tokenizer_path or block_size):
-        raise MakemoreError("--init-from takes the model type, options, tokenizer and block size from the checkpoint")
+    if init_from and (settings or type or tokenizer_path):
+        raise MakemoreError("--init-from takes the model type, options and tokenizer from the checkpoint")
     rank = distributed.from_env(resolve_device(device))
     dev = distributed.device_for(rank, resolve_device(device))
     cfg = TrainConfig(max_steps=5000 if max_steps is None else max_steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
@@ -181,7 +183,7 @@ def train(
         run = runs.Run.resume(resume, data_path, max_steps, max_seconds, dev, rank, thread_count(threads))
     elif init_from:
         folder = out_dir or runs.default_folder(data_path, checkpoint.load(init_from).model_type)
-        run = runs.Run.fine_tune(folder, init_from, data_path, cfg, mode, overwrite, rank, pair_options(template, truncate))
+        run = runs.Run.fine_tune(folder, init_from, data_path, cfg, mode, overwrite, rank, pair_options(template, truncate), block_size)
     else:
         run = runs.Run.fresh(out_dir or runs.default_folder(data_path, type or "transformer"), data_path, type or "transformer", cfg,
                              parse_settings(settings), tokenizer_path, mode, block_size, overwrite, rank, pair_options(template, truncate))
@@ -296,9 +298,11 @@ class Signals:
             signal.signal(sig, handler)
 
 
-def open_checkpoint(path: Path | None, device: str = "cpu") -> checkpoint.Checkpoint:
-    """The checkpoint named, or the latest one (saying which)."""
-    ckpt = checkpoint.load(path or checkpoint.latest(), device)
+def open_checkpoint(path: Path | None, device: str = "cpu", dtype: str = "float32") -> checkpoint.Checkpoint:
+    """The checkpoint named, or the latest one (saying which), its weights in `dtype`."""
+    if dtype not in DTYPES:
+        raise MakemoreError(f"`dtype` {shown(dtype)}: choose one of {', '.join(DTYPES)}")
+    ckpt = checkpoint.load(path or checkpoint.latest(), device, DTYPES[dtype])
     if path is None:
         stderr.print(f"using {ckpt.path}")
     return ckpt
@@ -324,14 +328,15 @@ def sample(
     repetition_penalty: RepetitionPenaltyOpt = 1.0,
     cache: Annotated[bool, typer.Option(help="Incremental decoding (KV cache / carried state); --no-cache reruns the whole context.")] = True,
     device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
     threads: Threads = None,
     json: JsonOpt = False,
 ):
     """New items (lines mode), a stream of text (text mode) or answers (pairs mode) from a trained model."""
     s = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
     threads_.start(threads)
-    ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
-    kind = data.kind_of(ckpt.training.data)
+    ckpt = open_checkpoint(checkpoint_path, resolve_device(device), dtype)
+    kind = ckpt.training.kind
     data.refuse_options(kind, {"min_len": min_len, "max_len": max_len is not None, "novel_only": novel_only,
                                "max_new_tokens": max_new_tokens is not None, "stream": stream is not None, "stop": bool(stop)},
                         str(ckpt.path))
@@ -458,17 +463,18 @@ def score(
     sort: Annotated[bool, typer.Option(help="Likeliest first.")] = False,
     tokens: Annotated[bool, typer.Option(help="Show each token's log-probability.")] = False,
     device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
     threads: Threads = None,
     json: JsonOpt = False,
 ):
     """Log-probability of each string under the model (lines mode: as a whole item), and bits per character."""
     threads_.start(threads)
-    ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
+    ckpt = open_checkpoint(checkpoint_path, resolve_device(device), dtype)
     texts, where = score_inputs(strings, file)
     rows, failed = [], 0
     for text, place in zip(texts, where):
         try:
-            sc = generate.score(ckpt.model, ckpt.tokenizer, data.kind_of(ckpt.training.data), text)
+            sc = generate.score(ckpt.model, ckpt.tokenizer, ckpt.training.kind, text)
         except MakemoreError as e:
             stderr.print(Text.assemble(("error: ", "bold red"), flags(f"{place}: {e}")), soft_wrap=True)
             failed += 1
@@ -511,7 +517,7 @@ def eval_(
     threads: Threads = None,
     json: JsonOpt = False,
 ):
-    """Loss (nats/token), perplexity and bits per character on the test split, or on FILE."""
+    """Loss (nats/token), perplexity, bits per character and per byte on the test split, or on FILE."""
     threads_.start(threads)
     if limit < 1:
         raise MakemoreError(f"`limit` {limit}: must be at least 1")
@@ -522,7 +528,8 @@ def eval_(
         return
     size = f"{result['items']} items" if "items" in result else f"{result['characters']:,} characters"
     out.print(f"{result['data']} ({result['on']}, {result['mode']} mode, {size}, {result['tokens']:,} tokens)")
-    out.print(f"loss {result['loss']:.4f} nats/token   perplexity {result['perplexity']:.3f}   {result['bits_per_char']:.4f} bits/char")
+    out.print(f"loss {result['loss']:.4f} nats/token   perplexity {result['perplexity']:.3f}   {result['bits_per_char']:.4f} bits/char"
+              f"   {result['bits_per_byte']:.4f} bits/byte")
     if result["covered"] < result["of"]:
         out.print(f"measured on {result['covered']:,} of {result['of']:,} {result['unit']}, spread evenly (--all for every one)")
 
@@ -550,6 +557,8 @@ def info(
     table.add_row("parameters", f"{result['parameters']:,}")
     table.add_row("config", ", ".join(f"{k}={v}" for k, v in result["config"].items()))
     table.add_row("tokenizer", f"{ckpt.tokenizer.kind}, vocabulary {ckpt.tokenizer.vocab_size}")
+    if t.origin:
+        table.add_row("imported", f"{t.origin.get('format')} {t.origin.get('model_type')} from {t.origin.get('path')}")
     if t.data:
         table.add_row("data", f"{t.data['name']} (sha256 {t.data['sha256'][:12]}…)")
     table.add_row("training", f"{t.step} steps; best val loss {number(t.best_val_loss)} at step {'-' if t.best_step is None else t.best_step}"
@@ -639,6 +648,43 @@ def plot(
                       f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-", f"{r['wall_s']:.1f}")
     out.print(table)
     stderr.print(f"wrote {output}")
+
+
+@app.command("import")
+@clean_errors(MakemoreError)
+def import_(
+    sources: Annotated[list[Path], typer.Argument(metavar="FOLDER_OR_FILES...", help="A Hugging Face GPT-2 folder, or its files: config.json, model.safetensors (or its index and shards), tokenizer.json (or vocab.json and merges.txt).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="The run folder to make.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace a model already in that folder.")] = False,
+    json: JsonOpt = False,
+):
+    """Import a GPT-2 checkpoint as a run folder that sample, score, eval, info and train --init-from read."""
+    ckpt = hf.import_folder(sources, out_dir, overwrite)
+    row = {"checkpoint": str(ckpt.path), "parameters": models.n_params(ckpt.model), "vocab_size": ckpt.tokenizer.vocab_size,
+           "n_positions": ckpt.model.config.positions}
+    if json:
+        print_json(row)
+        return
+    out.print(f"saved {row['checkpoint']}: GPT-2, {row['parameters']:,} parameters, vocabulary {row['vocab_size']:,}, "
+              f"{row['n_positions']} positions")
+
+
+@app.command()
+@clean_errors(MakemoreError)
+def export(
+    run: Annotated[Path, typer.Argument(help="A run folder or checkpoint.")],
+    format: Annotated[str, typer.Option("--format", help="huggingface: config.json, model.safetensors, tokenizer.json.")] = "huggingface",
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="The folder to write.")] = Path("export"),
+    json: JsonOpt = False,
+):
+    """Export a transformer run as a Hugging Face GPT-2 folder (transformers and tokenizers load it)."""
+    if format != "huggingface":
+        raise MakemoreError(f"`format` {shown(format)}: choose huggingface")
+    paths = hf.export_folder(run, out_dir)
+    if json:
+        print_json({"files": [str(p) for p in paths]})
+        return
+    out.print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
 @app.command("data")

@@ -88,6 +88,15 @@ class Source:
             raw = raw[: raw.rfind(b"\n", 0, HEAD_BYTES) + 1] or raw[:HEAD_BYTES]
         return normalize(decode_text(raw, self.name, "UTF-8 text"))
 
+    @property
+    def bytes_per_char(self) -> float:
+        """UTF-8 bytes per character of the file (what bits per byte divides by): from its text where it
+        was read, else from the token cache's counts."""
+        if "text" in self.__dict__:
+            return len(self.text.encode("utf-8")) / max(len(self.text), 1)
+        counts = self.cache().counts()
+        return counts.size / max(counts.n_chars, 1)
+
     def cache(self) -> tokens.Cache:
         """The file's token cache (`makemore.tokens`), where text mode reads it from."""
         if self._cache is None:

@@ -48,9 +48,14 @@ def require(n_bytes: float, what: str, fix: str) -> None:
 
 def count_params(build) -> int:
     """Parameters of the model `build()` makes, counted on the meta device (nothing is allocated)."""
+    return sum(p.numel() for p in on_meta(build).parameters())
+
+
+def on_meta(build) -> nn.Module:
+    """The model `build()` makes, on the meta device: shapes without memory or initialisation (its
+    `to_empty` then allocates it once, for weights read from a file)."""
     with torch.device("meta"), _NoInit():
-        model: nn.Module = build()
-    return sum(p.numel() for p in model.parameters())
+        return build()
 
 
 class _NoInit(TorchFunctionMode):

@@ -56,6 +56,7 @@ class Run:
     state: TrainState | None = None  # where a resumed run continues from
     origin: str | None = None  # the checkpoint a fine-tuning started from
     lock: RunLock | None = None
+    imported: dict | None = None  # where the model came from when it was imported (`TrainingRecord.origin`), kept by fine-tuning
 
     @classmethod
     def fresh(cls, folder: Path, data_path: str | Path | None, model_type: str, cfg: TrainConfig, options: dict | None = None,
@@ -84,17 +85,23 @@ class Run:
 
     @classmethod
     def fine_tune(cls, folder: Path, source_path: str | Path, data_path: str | Path | None, cfg: TrainConfig,
-                  mode: str = "auto", overwrite: bool = False, rank: Rank = SINGLE, data_options: dict | None = None) -> Run:
-        """The model, config and tokenizer of the checkpoint at `source_path`, trained on new data."""
+                  mode: str = "auto", overwrite: bool = False, rank: Rank = SINGLE, data_options: dict | None = None,
+                  block_size: int | None = None) -> Run:
+        """The model, config and tokenizer of the checkpoint at `source_path`, trained on new data (with
+        a shorter `block_size` where the model's positions allow: GPT-2's 1024 is slow on a CPU); an
+        evaluation at step 0 shows where it starts, and the learning rate defaults lower (`resolve`)."""
         source = checkpoint.load(source_path)
+        if block_size is not None:
+            source.model.config = shorter_block(source.model.config, block_size, source.model_type)
         check_run_folder(folder, [data_path, source.path], overwrite)
         lock = claim(folder, rank)
         with released_on_error(lock):
             dataset = data.prepare(data_path, cfg.seed, mode=mode, block_size=source.model.config.block_size, tok=source.tokenizer,
                                    options=data_options)
             start_fresh(folder, lock, rank, overwrite)
-        return cls(folder, dataset, source.model_type, source.model, resolve(cfg, type(source.model), type(dataset)),
-                   origin=str(Path(source.path).resolve()), lock=lock)
+        cfg = resolve(dataclasses.replace(cfg, eval_at_start=True), type(source.model), type(dataset), fine_tune=True)
+        return cls(folder, dataset, source.model_type, source.model, cfg, origin=str(Path(source.path).resolve()), lock=lock,
+                   imported=source.training.origin)
 
     @classmethod
     def resume(cls, folder: Path, data_path: str | Path | None = None, max_steps: int | None = None,
@@ -143,7 +150,7 @@ class Run:
         saved = best.training.best_val_loss if best else None
         if saved is not None and saved < state.best_val_loss:  # killed after a better save than the last state knew:
             state.best_val_loss, state.best_step = saved, best.training.best_step or state.step  # the file decides
-        return cls(folder, dataset, ckpt.model_type, ckpt.model, cfg, state=state, origin=rec.init_from, lock=lock)
+        return cls(folder, dataset, ckpt.model_type, ckpt.model, cfg, state=state, origin=rec.init_from, lock=lock, imported=rec.origin)
 
     def __enter__(self) -> Run:
         return self
@@ -155,7 +162,7 @@ class Run:
     def record(self, st: TrainState, **extra) -> TrainingRecord:
         best = st.best_val_loss if math.isfinite(st.best_val_loss) else None
         return TrainingRecord(step=st.step, best_step=st.best_step, best_val_loss=best, data=self.dataset.record(),
-                              options=dataclasses.asdict(self.cfg), init_from=self.origin, **extra)
+                              options=dataclasses.asdict(self.cfg), init_from=self.origin, origin=self.imported, **extra)
 
     def fit(self, on_event: Callable | None = None, should_stop: Callable[[], bool] | None = None, rank: Rank = SINGLE,
             compile: bool = False, warn: Callable[[str], None] = lambda message: None, diagnostics: int | None = None) -> Fitted:
@@ -211,6 +218,17 @@ class Run:
         if rank.main:
             ckpt.path = checkpoint.save(ckpt, out)
         return Fitted(ckpt, result, test_loss, bpc)
+
+
+def shorter_block(config, block_size: int, model_type: str):
+    """`config` training on `block_size` positions of its positional table (a transformer's `n_positions`)."""
+    if block_size == config.block_size:
+        return config
+    if not hasattr(config, "n_positions"):
+        raise MakemoreError(f"`block_size` {block_size}: a {model_type} fine-tunes at its own block size ({config.block_size})")
+    if not 1 <= block_size <= config.positions:
+        raise MakemoreError(f"`block_size` {block_size}: the model has {config.positions} positions; give 1 to {config.positions}")
+    return dataclasses.replace(config, block_size=block_size, n_positions=config.positions)
 
 
 def default_folder(data_path: str | Path | None, model_type: str) -> Path:
@@ -342,29 +360,32 @@ def compiled_forward(model, split, warn: Callable[[str], None]):
         return None
 
 
-def metrics(loss: float, n_tokens: int, n_chars: int) -> dict:
-    """Loss in nats per token, perplexity, and bits per character (the end of an item counts as one)."""
+def metrics(loss: float, n_tokens: int, n_chars: int, bytes_per_char: float = 1.0) -> dict:
+    """Loss in nats per token, perplexity, bits per character (the end of an item counts as one) and
+    bits per UTF-8 byte (the figure that compares models with different tokenizers)."""
+    bits_per_char = loss * n_tokens / (math.log(2) * max(n_chars, 1))
     return {
         "loss": loss,
         "perplexity": math.exp(min(loss, 700.0)),
-        "bits_per_char": loss * n_tokens / (math.log(2) * max(n_chars, 1)),
+        "bits_per_char": bits_per_char,
+        "bits_per_byte": bits_per_char / bytes_per_char,
         "tokens": n_tokens,
     }
 
 
-def measure(model, split, limit: int | None) -> dict:
+def measure(model, split, limit: int | None, bytes_per_char: float = 1.0) -> dict:
     """`metrics` of `model` on `limit` items or windows of `split` (all of it where None or fewer), and
     how many it covered of how many. Bits per character of a part use the split's characters per token."""
     loss, n_tokens = evaluate_split(model, split, limit)
     n_chars = split.n_chars * n_tokens / max(split.targets, 1)
     unit = "items" if isinstance(split, data.Items) else "windows"
-    return metrics(loss, n_tokens, n_chars) | {"covered": split.covered(limit), "of": len(split), "unit": unit}
+    return metrics(loss, n_tokens, n_chars, bytes_per_char) | {"covered": split.covered(limit), "of": len(split), "unit": unit}
 
 
 def evaluate(ckpt: Checkpoint, path: str | Path | None = None, limit: int | None = TEST_ITEMS) -> dict:
     """Metrics of `ckpt` on `limit` items or windows (None: all) of the file at `path`, or of its own
     test split when `path` is None."""
-    kind = data.kind_of(ckpt.training.data)
+    kind = ckpt.training.kind
     block_size = ckpt.model.config.block_size
     if path is None:
         src = data.source_of(ckpt.training.data, str(ckpt.path))
@@ -372,4 +393,5 @@ def evaluate(ckpt: Checkpoint, path: str | Path | None = None, limit: int | None
     else:
         src = data.read_source(path)
         split, which = kind.encode_file(src, ckpt.tokenizer, block_size, **kind.options_of(ckpt.training.data)), "file"
-    return {"data": src.name, "on": which, "mode": kind.kind, **kind.sizes_of(split)} | measure(ckpt.model, split, limit)
+    return ({"data": src.name, "on": which, "mode": kind.kind, **kind.sizes_of(split)}
+            | measure(ckpt.model, split, limit, src.bytes_per_char))  # the file's: its splits differ little

@@ -129,14 +129,19 @@ class Decoder:
         n = seq.shape[1]
         begin = n - self.model.context_length(n)
         if not self.cache:
-            return self.model(seq[:, begin:])[:, -1]
+            return widened(self.model(seq[:, begin:])[:, -1])
         if begin != self.begin:  # a new context: start over from its first id
             self.state, self.begin, self.fed = self.model.init_state(seq.shape[0]), begin, begin
         new = seq[:, self.fed :]
         with onednn(self.model.onednn and new.shape[1] > 1):  # one position: oneDNN's setup costs more than it saves
             logits, self.state = self.model.step(new, self.state)
         self.fed = n
-        return logits[:, -1]
+        return widened(logits[:, -1])
+
+
+def widened(logits: torch.Tensor) -> torch.Tensor:
+    """bfloat16 logits (`--dtype`) as float32, for filtering and log-probabilities; wider ones as they are."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def encode_prompt(tok, text: str, option: str) -> list[int]:

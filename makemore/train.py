@@ -75,6 +75,7 @@ class TrainConfig:
     deterministic: bool = False  # torch's deterministic algorithms; no timings in the checkpoint (byte-identical files)
     pack: bool = True  # lines mode: a batch's items packed into full rows, for the models that can (the transformer)
     threads: int | None = None  # CPU threads; None: chosen, and tuned while training (`threads.Tuner`)
+    eval_at_start: bool = False  # an evaluation before the first step (fine-tuning: the curve shows the head start)
     device: str = "cpu"  # resolved device, see `resolve_device`
 
     def __post_init__(self):
@@ -164,10 +165,15 @@ class TrainState:
         self.elapsed, self.evals_since_best = info["elapsed"], info["evals_since_best"]
 
 
-def resolve(cfg: TrainConfig, model_cls: type[LanguageModel], kind: type[Dataset]) -> TrainConfig:
-    """`cfg` with its open defaults filled: the model type's learning rate for the data's kind, the
-    kind's batch size. Called once per run (`run.Run`); the loop takes the result as it is."""
-    return dataclasses.replace(cfg, lr=cfg.lr or model_cls.lr_for(kind.kind), batch_size=cfg.batch_size or kind.default_batch_size)
+FINE_TUNE_LR_SCALE = 0.1  # fine-tuning's default learning rate: the type's own times this (text transformer: 2e-4)
+
+
+def resolve(cfg: TrainConfig, model_cls: type[LanguageModel], kind: type[Dataset], fine_tune: bool = False) -> TrainConfig:
+    """`cfg` with its open defaults filled: the model type's learning rate for the data's kind (a tenth
+    of it to fine-tune: the weights are already good), the kind's batch size. Called once per run
+    (`run.Run`); the loop takes the result as it is."""
+    lr = cfg.lr or model_cls.lr_for(kind.kind) * (FINE_TUNE_LR_SCALE if fine_tune else 1.0)
+    return dataclasses.replace(cfg, lr=lr, batch_size=cfg.batch_size or kind.default_batch_size)
 
 
 def resolve_device(name: str) -> str:
@@ -198,7 +204,7 @@ def evaluate(model: nn.Module, split: Items | Stream, max_items: int | None = No
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    for x, y, pos in split.eval_batches(max_items, pack=model.packs):
+    for x, y, pos in split.eval_batches(max_items, pack=model.packs, **logits_bound(model, split)):
         x, y = x.to(device), y.to(device)
         with onednn(model.onednn):
             logits = model(x) if pos is None else model(x, pos=pos.to(device))
@@ -206,6 +212,16 @@ def evaluate(model: nn.Module, split: Items | Stream, max_items: int | None = No
         count += int((y != IGNORE).sum())
     model.train(was_training)
     return total / max(count, 1), count
+
+
+EVAL_LOGITS = 1 << 26  # logits (float32: 256 MB) an evaluation batch may make at most
+
+
+def logits_bound(model: nn.Module, split: Items | Stream) -> dict:
+    """A smaller evaluation batch where the split's own would make more than EVAL_LOGITS logits (GPT-2's
+    50,257-token vocabulary at 1,024 positions: 64 windows would take 13 GB); none otherwise."""
+    rows = EVAL_LOGITS // max(1, split.block_size * getattr(model.config, "vocab_size", 1))
+    return {"batch_size": max(1, rows)} if rows < 64 else {}
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> AdamW:
@@ -270,7 +286,7 @@ def train(
         progress, interrupted = rank.agree(progress_at(state.step, time.perf_counter() - start),
                                            float(bool(should_stop and should_stop())))
         done = progress >= 1.0
-        if done or (state.step > 0 and state.step % cfg.eval_interval == 0 and not interrupted):
+        if done or ((state.step > 0 or cfg.eval_at_start) and state.step % cfg.eval_interval == 0 and not interrupted):
             evaluate_and_keep_best(model, train_data, val_data, cfg, state, time.perf_counter() - start, emit, on_improved)
             if cfg.early_stop and state.evals_since_best >= cfg.early_stop:
                 state.stopped = "early-stop"

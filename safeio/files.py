@@ -30,8 +30,9 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one, never half."""
+def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview]) -> None:
+    """Write `data` (bytes, or pieces written one after another) to `path` so that a crash leaves
+    either the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -44,7 +45,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise OSError(e.errno, e.strerror, str(path)) from None  # the error names the file asked for, not the temporary one
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for piece in [data] if isinstance(data, (bytes, bytearray)) else data:
+                f.write(piece)
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -147,6 +148,7 @@ class Counting(torch.nn.Module):
     def __init__(self, vocab: int):
         super().__init__()
         self.vocab, self.rows = vocab, 0
+        self.config = SimpleNamespace(vocab_size=vocab)
         self.w = torch.nn.Parameter(torch.zeros(()))
 
     def forward(self, x):

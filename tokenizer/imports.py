@@ -8,6 +8,9 @@
   special tokens: name them (`--pattern`, `--special TOKEN=ID`).
 - A Hugging Face `tokenizer.json` of a byte-level BPE (GPT-2's byte-to-character table, no
   normaliser): its merges, ids, pre-split regex and added tokens.
+- GPT-2's own two files, `vocab.json` (token: id) and `merges.txt` (one merge per line, after a
+  `#version` line): read as the tokenizer.json they stand for (ByteLevel with GPT-2's regex, no
+  prefix space), `<|endoftext|>` special where the vocabulary has it.
 - A named tiktoken encoding (gpt2, cl100k_base, ...), through tiktoken, where it can load it.
 Vocabularies that are not byte-level BPE (WordPiece, Unigram, a normaliser, byte fallback) are refused.
 """
@@ -19,7 +22,7 @@ import binascii
 import json
 from pathlib import Path
 
-from tokenizer.bpe import BPETokenizer
+from tokenizer.bpe import EOT, BPETokenizer
 from tokenizer.errors import TokenizerError
 from tokenizer.export import byte_to_unicode, onig_regex
 from safeio import raises
@@ -120,13 +123,34 @@ def import_named(name: str) -> BPETokenizer:
     return from_ranks(enc._mergeable_ranks, enc._pat_str, dict(enc._special_tokens), name)
 
 
+def read_json(path: str | Path, what: str):
+    try:
+        return json.loads(read_input(path, what, limit=1 << 30))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise TokenizerError(f"{path}: not a {what} (not valid JSON)") from None
+
+
 @raises(TokenizerError)
 def import_huggingface(path: str | Path) -> BPETokenizer:
-    name = str(path)
-    try:
-        d = json.loads(read_input(path, "tokenizer.json", limit=1 << 30))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise TokenizerError(f"{name}: not a tokenizer.json (not valid JSON)") from None
+    return from_huggingface(read_json(path, "tokenizer.json"), str(path))
+
+
+@raises(TokenizerError)
+def import_vocab_merges(vocab_path: str | Path, merges_path: str | Path) -> BPETokenizer:
+    """GPT-2's `vocab.json` and `merges.txt`, as the tokenizer.json they stand for."""
+    vocab = read_json(vocab_path, "vocab.json")
+    if not isinstance(vocab, dict):
+        raise TokenizerError(f"{vocab_path}: not a vocab.json (not an object of token: id)")
+    text = decode_text(read_input(merges_path, "merges.txt", limit=1 << 30), str(merges_path))
+    merges = [line for line in text.splitlines() if line and not line.startswith("#version")]
+    special = [{"content": EOT, "id": vocab[EOT]}] if EOT in vocab else []
+    d = {"model": {"type": "BPE", "vocab": vocab, "merges": merges}, "added_tokens": special,
+         "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}}
+    return from_huggingface(d, f"{vocab_path} + {merges_path.name if isinstance(merges_path, Path) else merges_path}")
+
+
+def from_huggingface(d, name: str) -> BPETokenizer:
+    """A tokenizer from the parsed JSON of a Hugging Face `tokenizer.json`."""
     model = d.get("model") if isinstance(d, dict) else None
     if not isinstance(model, dict) or model.get("type") != "BPE":
         raise TokenizerError(f"{name}: not a BPE tokenizer.json (model type {shown(model.get('type') if isinstance(model, dict) else None)})")

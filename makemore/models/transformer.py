@@ -2,9 +2,15 @@
 
 x = tok_emb(idx) + pos_emb(t); each block is x += attn(ln(x)); x += mlp(ln(x)) (pre-norm),
 with causal multi-head self-attention through `scaled_dot_product_attention` and a GELU MLP;
-then a final layer norm and a linear head to logits. No weight tying; dropout on the embeddings and
-on the attention and MLP outputs (as GPT-2's code does; not on the attention weights).
-Text mode starts from GPT-2's initialisation (`init=gpt2`), lines mode from torch's defaults.
+then a final layer norm and a linear head to logits. Dropout on the embeddings and on the attention
+and MLP outputs (as GPT-2's code does; not on the attention weights). Text mode starts from GPT-2's
+initialisation (`init=gpt2`), lines mode from torch's defaults.
+
+GPT-2's own choices are options, so its weights load into this one class (`makemore/hf.py`):
+biases off or on, the head tied to the token embedding (and without a bias), GELU's tanh
+approximation, the layer norms' epsilon, and a positional table of `n_positions` rows, more than the
+block the model trains on. Our defaults (biases, an untied head with a bias, exact GELU, 1e-5, a
+table of block_size rows) are what every checkpoint saved before these options was trained with.
 
 Incremental decoding keeps a key/value cache per block: each new id attends to the cached keys
 and values of the ids before it, so a step costs one position, not the whole context. The
@@ -33,6 +39,12 @@ class TransformerConfig(ModelConfig):
     n_embd: int = 64  # channels; must divide by n_head
     dropout: float = 0.2  # on the embeddings and the attention and MLP outputs; 0 = off (names overfit without it: docs/models.md)
     init: str = "torch"  # torch's default initialisation, or "gpt2" (N(0, 0.02): better for text, worse for names, docs/models.md)
+    bias: bool = True  # biases in the blocks' linears and in every layer norm (GPT-2: on)
+    head_bias: bool = True  # a bias on the output head (GPT-2: none)
+    tie_head: bool = False  # the head's weight is the token embedding's (Press & Wolf 2017; GPT-2: tied)
+    gelu: str = "exact"  # the MLP's GELU: "exact" (erf) or "tanh", the approximation GPT-2 was trained with
+    ln_eps: float = 1e-5  # the layer norms' epsilon (GPT-2: 1e-5)
+    n_positions: int = 0  # rows of the positional table: the longest context sampling can use; 0 = block_size (GPT-2: 1024)
     kind_defaults: ClassVar[dict] = {"text": {"n_embd": 128, "dropout": 0.0, "init": "gpt2"}}  # running text: more capacity, no overfitting in minutes
 
     def __post_init__(self):
@@ -44,6 +56,17 @@ class TransformerConfig(ModelConfig):
             raise MakemoreError(f"model option dropout={self.dropout}: must be from 0 to below 1")
         if self.init not in ("torch", "gpt2"):
             raise MakemoreError(f"model option init={shown(self.init)}: choose torch or gpt2")
+        if self.gelu not in ("exact", "tanh"):
+            raise MakemoreError(f"model option gelu={shown(self.gelu)}: choose exact or tanh")
+        if not 0 < self.ln_eps < 1:
+            raise MakemoreError(f"model option ln_eps={self.ln_eps}: must be above 0 and below 1")
+        if self.n_positions and self.n_positions < self.block_size:
+            raise MakemoreError(f"model option n_positions={self.n_positions}: must be at least the block size ({self.block_size})")
+
+    @property
+    def positions(self) -> int:
+        """Rows of the positional table: the longest context the model can see."""
+        return self.n_positions or self.block_size
 
 
 @dataclass
@@ -66,8 +89,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.n_head = config.n_head
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
-        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
 
     def forward(self, x: torch.Tensor, B: int, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B*T, C), the positions of B rows one after another; the same shape back."""
@@ -104,11 +127,12 @@ class CausalSelfAttention(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
-        C = config.n_embd
-        self.ln1 = nn.LayerNorm(C)
+        C, bias = config.n_embd, config.bias
+        self.ln1 = nn.LayerNorm(C, eps=config.ln_eps, bias=bias)
         self.attn = CausalSelfAttention(config)
-        self.ln2 = nn.LayerNorm(C)
-        self.mlp = nn.Sequential(nn.Linear(C, 4 * C), nn.GELU(), nn.Linear(4 * C, C))
+        self.ln2 = nn.LayerNorm(C, eps=config.ln_eps, bias=bias)
+        gelu = nn.GELU(approximate="none" if config.gelu == "exact" else "tanh")
+        self.mlp = nn.Sequential(nn.Linear(C, 4 * C, bias=bias), gelu, nn.Linear(4 * C, C, bias=bias))
         self.p = config.dropout  # on the attention and MLP outputs, not the attention weights: keeps SDPA's fast kernel
 
     def forward(self, x: torch.Tensor, B: int, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -154,10 +178,12 @@ class Transformer(LanguageModel):
         super().__init__()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
-        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
+        self.pos_emb = nn.Embedding(config.positions, config.n_embd)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd)
-        self.head = nn.Linear(config.n_embd, config.vocab_size)
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.ln_eps, bias=config.bias)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=config.head_bias)
+        if config.tie_head:
+            self.head.weight = self.tok_emb.weight  # one tensor: the state dict names it twice, a checkpoint stores it once
         if config.init == "gpt2":
             self.apply(gpt2_init)
             for block in self.blocks:  # residual projections scaled by depth (Radford et al. 2019, section 2.3)
@@ -166,15 +192,15 @@ class Transformer(LanguageModel):
 
     @property
     def max_context(self) -> int:
-        return self.config.block_size  # learned positions
+        return self.config.positions  # learned positions
 
     def forward(self, idx: torch.Tensor, caches: list[KVCache] | None = None, pos: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) of ids (B, T) after the cached ones; or, with `pos` (B, T), of packed rows
         where each id is at position `pos` of its own item (`data.Items.packed`)."""
         B, T = idx.shape
         past = caches[0].n if caches else 0
-        if past + T > self.config.block_size:
-            raise ValueError(f"{past + T} positions; the model has {self.config.block_size}")
+        if past + T > self.config.positions:
+            raise ValueError(f"{past + T} positions; the model has {self.config.positions}")
         mask = None
         if pos is None:
             x = self.tok_emb(idx) + self.pos_emb.weight[past : past + T]  # (B, T, C): token + position
@@ -208,7 +234,7 @@ class Transformer(LanguageModel):
     def init_state(self, batch_size: int) -> list[KVCache]:
         c = self.config
         p = self.tok_emb.weight
-        shape = (2, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+        shape = (2, batch_size, c.n_head, c.positions, c.n_embd // c.n_head)
         return [KVCache(p.new_empty(shape)) for _ in range(c.n_layer)]
 
     def step(self, idx: torch.Tensor, state: list[KVCache]) -> tuple[torch.Tensor, list[KVCache]]:
