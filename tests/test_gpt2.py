@@ -174,6 +174,8 @@ def test_export_loads_in_transformers_and_tokenizers_with_equal_logits(tiny):
     ids = torch.randint(ckpt.tokenizer.vocab_size, (2, 50), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(hf_logits(root / "out", ids), ckpt.model(ids), atol=1e-5, rtol=0)
+    again = runner.invoke(app, ["export", str(root / "run"), "-o", str(root / "out")])  # an export is replaced, a run never
+    assert again.exit_code == 0, again.output
     theirs = hf_tokenizers.Tokenizer.from_file(str(root / "out" / "tokenizer.json"))
     text = "the bird sang, déjà 😀 all day.\n"
     assert theirs.encode(text).ids == ckpt.tokenizer.encode_ordinary(text) and theirs.decode(theirs.encode(text).ids) == text
