@@ -193,7 +193,6 @@ def test_export_refuses_what_gpt2_cannot_hold_in_one_line(tmp_path):
     assert over.exit_code == 2
 
 
-@pytest.mark.slow
 def test_fine_tune_resumes_exactly_then_exports_with_equal_logits(tiny):
     root, folder, _ = tiny
     imported(root, folder)
