@@ -155,18 +155,14 @@ CHILD = {
 
 
 def child(which: str, folder: Path, run: Path, threads: int) -> tuple[float, float]:
-    """Seconds (from the child's start, torch imported) and peak RSS (MB) of one child process."""
+    """Seconds (from the child's start, torch imported) and peak RSS (MB) of one child process. The
+    peak is the child's own VmHWM: its rusage would count this process's RSS at the fork."""
     code = (f"import sys, time, torch; from pathlib import Path; torch.set_num_threads({threads}); t = time.perf_counter()\n"
-            + CHILD[which] + "\nprint(time.perf_counter() - t)")
-    proc = subprocess.Popen([sys.executable, "-c", code, which, str(folder), str(run)], stdout=subprocess.PIPE,
-                            env=os.environ | {"HF_HUB_OFFLINE": "1"})
-    out = proc.stdout.read()
-    proc.stdout.close()
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the largest of all children
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"the {which} child failed (exit {proc.returncode})")
-    return float(out.decode().strip().splitlines()[-1]), usage.ru_maxrss / 1024
+            + CHILD[which] + "\nprint(time.perf_counter() - t)"
+            + "\nprint(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")
+    out = subprocess.run([sys.executable, "-c", code, which, str(folder), str(run)], stdout=subprocess.PIPE, check=True,
+                         env=os.environ | {"HF_HUB_OFFLINE": "1"}).stdout.decode().split()
+    return float(out[-2]), int(out[-1]) / 1024
 
 
 def main() -> None:

@@ -257,13 +257,25 @@ def hf_weights(model) -> dict[str, torch.Tensor]:
     return weights
 
 
+def earlier_export(out: Path) -> bool:
+    """`out` holds an earlier export (a Hugging Face model.safetensors beside its config.json), not a run."""
+    try:
+        header, _, _ = tensorfile.header_of(out / "model.safetensors")
+    except (OSError, ValueError):
+        return False
+    meta = header.get("__metadata__")
+    return (out / "config.json").is_file() and not (out / checkpoint.LAST).exists() \
+        and isinstance(meta, dict) and meta.get("format") == "pt"
+
+
 def export_folder(run: Path, out: Path) -> list[Path]:
     """The run's best model as a Hugging Face GPT-2 folder `out` (config.json, model.safetensors, tokenizer.json)."""
     ckpt = checkpoint.load(run)
     why = incompatible(ckpt)
     if why:
         raise MakemoreError(f"{ckpt.path}: cannot export as Hugging Face GPT-2: {why}")
-    paths = [check_output(out / name, name, inputs=[ckpt.path, run]) for name in EXPORTED]
+    again = earlier_export(out)  # its model.safetensors looks like a run's own file, but is ours to replace
+    paths = [check_output(out / name, name, inputs=[ckpt.path, run], owner=again) for name in EXPORTED]
     try:
         tok_json = huggingface_json(ckpt.tokenizer)
     except TokenizerError as e:

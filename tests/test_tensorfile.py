@@ -1,0 +1,67 @@
+"""Checkpoints read tensor by tensor (makemore/tensorfile.py): what a checkpoint saved before the
+transformer's GPT-2 options existed loads as, tied weights, damaged tensors, and bfloat16 loading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from makemore import checkpoint
+from makemore.models.transformer import Transformer, TransformerConfig
+from tests.conftest import edit_safetensors
+from tokenizer import CharTokenizer
+
+NEW_OPTIONS = ("bias", "head_bias", "tie_head", "gelu", "ln_eps", "n_positions")
+
+
+def saved(tmp_path, **options) -> tuple[checkpoint.Checkpoint, bytes]:
+    config = TransformerConfig(vocab_size=5, block_size=8, n_layer=1, n_embd=8, n_head=2, dropout=0.0, **options)
+    ckpt = checkpoint.Checkpoint("transformer", Transformer(config).eval(), CharTokenizer("abcd"), checkpoint.TrainingRecord())
+    path = checkpoint.save(ckpt, tmp_path / "m.safetensors")
+    return ckpt, path.read_bytes()
+
+
+def test_a_checkpoint_from_before_the_gpt2_options_loads_with_the_same_function(tmp_path):
+    ckpt, raw = saved(tmp_path)
+
+    def drop_new_options(header):
+        config = json.loads(header["__metadata__"]["model_config"])
+        header["__metadata__"]["model_config"] = json.dumps({k: v for k, v in config.items() if k not in NEW_OPTIONS})
+
+    (tmp_path / "old.safetensors").write_bytes(edit_safetensors(raw, drop_new_options))
+    old = checkpoint.load(tmp_path / "old.safetensors")
+    assert old.model.config == ckpt.model.config  # the defaults are what it was trained with
+    ids = torch.randint(5, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(old.model(ids), ckpt.model(ids))
+
+
+def test_a_tied_head_is_stored_once_and_loads_tied(tmp_path):
+    ckpt, raw = saved(tmp_path, tie_head=True, head_bias=False)
+    names = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    assert "tok_emb.weight" in names and "head.weight" not in names
+    back = checkpoint.load(tmp_path / "m.safetensors")
+    assert back.model.head.weight is back.model.tok_emb.weight
+    assert torch.equal(back.model.tok_emb.weight, ckpt.model.tok_emb.weight)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_weight_that_is_not_finite_is_a_damaged_checkpoint(tmp_path, value):
+    _, raw = saved(tmp_path)
+
+    def poison(header, body):
+        start = header["ln_f.weight"]["data_offsets"][0]
+        return body[:start] + torch.tensor([value]).numpy().tobytes() + body[start + 4 :]
+
+    (tmp_path / "bad.safetensors").write_bytes(edit_safetensors(raw, edit_body=poison))
+    with pytest.raises(checkpoint.MakemoreError, match="damaged checkpoint .*ln_f.weight holds NaN or infinite"):
+        checkpoint.load(tmp_path / "bad.safetensors")
+
+
+def test_bfloat16_loading_rounds_each_weight_once(tmp_path):
+    ckpt, _ = saved(tmp_path)
+    half = checkpoint.load(tmp_path / "m.safetensors", dtype=torch.bfloat16)
+    for (name, a), b in zip(half.model.state_dict().items(), ckpt.model.state_dict().values()):
+        assert a.dtype == torch.bfloat16 and torch.equal(a, b.bfloat16()), name
