@@ -211,13 +211,6 @@ def last_safe_cut(data: bytes, limit: int) -> int | None:
         window *= 4
 
 
-class TokenFile:
-    """One split's (or a file's) ids, a view of a memory map of the entry's token file."""
-
-    def __init__(self, tokens: torch.Tensor, n_chars: int):
-        self.tokens, self.n_chars = tokens, n_chars
-
-
 @dataclass
 class Entry:
     """A complete cache entry: the token file, and where each split starts in it."""
