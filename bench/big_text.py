@@ -13,7 +13,7 @@ first 4 MB, and measures, each command in its own process:
     command to the first step;
   - the cache's size on disk.
 
-    python bench/big_text.py [--gb 1] [--folder /tmp/makemore-big] [--tiktoken-mb 256] [--json]
+    python bench/big_text.py [--gb 1] [--folder /tmp/makemore-big] [--tiktoken-mb 256] [--jobs 2] [--json]
 
 Nothing else may run meanwhile (the machine's two cores are the encoder's).
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -45,10 +46,22 @@ t = time.perf_counter(); done = subprocess.run(sys.argv[1:], capture_output=True
 print(repr((done.returncode, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, done.stdout, done.stderr[-2000:])))"""
 
 
-def generate(path: Path, gigabytes: float, seed: int = 0) -> None:
-    """Lines of 3-14 words of Shakespeare's, with punctuation, until `gigabytes`; the same every time."""
+def generate(path: Path, gigabytes: float, seed: int = 0, jobs: int = 1) -> None:
+    """Lines of 3-14 words of Shakespeare's, with punctuation, until `gigabytes`; the same every time.
+    With `jobs`, that many parts (seeds `seed`, `seed` + 1, ...) made at once and joined."""
     target = int(gigabytes * 1e9)
     if path.exists() and path.stat().st_size >= target:
+        return
+    if jobs > 1:
+        parts = [(path.with_name(f"{path.stem}-part{k}.txt"), gigabytes / jobs, seed + k) for k in range(jobs)]
+        with multiprocessing.Pool(jobs) as pool:
+            pool.starmap(generate, parts)
+        with open(path.with_suffix(".part"), "wb") as out:
+            for part, _, _ in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 24)
+                part.unlink()
+        path.with_suffix(".part").rename(path)
         return
     words = re.findall(r"[A-Za-z']+", data.builtin_bytes("shakespeare").decode())
     rng, size = random.Random(seed), 0
@@ -98,12 +111,13 @@ def main() -> None:
     ap.add_argument("--folder", type=Path, default=Path("/tmp/makemore-big"))
     ap.add_argument("--tiktoken-mb", type=int, default=256)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--jobs", type=int, default=1, help="make the text in this many parts at once (seeds 0, 1, ...)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     a.folder.mkdir(parents=True, exist_ok=True)
     text_path = a.folder / f"generated-{a.gb:g}gb.txt"
     t = time.perf_counter()
-    generate(text_path, a.gb)
+    generate(text_path, a.gb, jobs=a.jobs)
     print(f"data: {text_path} ({text_path.stat().st_size / 1e9:.2f} GB, made or found in {time.perf_counter() - t:.0f} s)", file=sys.stderr)
     from tokenizer.train import train as train_bpe
 
