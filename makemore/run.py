@@ -192,8 +192,8 @@ class Run:
         net = compiled_forward(model, splits["train"], warn) if compile else None
         if rank.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(net if net is not None else model)
-        was_deterministic = torch.are_deterministic_algorithms_enabled()
-        if cfg.deterministic and not was_deterministic:  # only when asked: the call imports torch's compiler
+        switched = cfg.deterministic and not torch.are_deterministic_algorithms_enabled()
+        if switched:  # only when asked, and back only then: each call imports torch's compiler (1.8 s)
             torch.use_deterministic_algorithms(True)
         watch = None
         if diagnostics and rank.main:
@@ -201,7 +201,8 @@ class Run:
         try:
             result = train(model, splits["train"], splits["val"], cfg, self.state, events, on_improved, should_stop, rank, net, watch)
         finally:
-            torch.use_deterministic_algorithms(was_deterministic)
+            if switched:
+                torch.use_deterministic_algorithms(False)
             if watch:
                 watch.close()
         if rank.world > 1 and not rank.same(sum(float(p.detach().double().sum()) for p in model.parameters())):

@@ -31,6 +31,7 @@ import json
 import multiprocessing
 import os
 import re
+import sys
 import tempfile
 from array import array
 from collections.abc import Callable, Iterator
@@ -142,11 +143,12 @@ def ids_bytes(tok, text: str, typecode: str) -> bytes:
 
 def in_parallel(fn: Callable, jobs: list, tokenizer=None, normalize: Callable = None) -> Iterator:
     """`fn` over `jobs` by one process per core, results in order (forked, so nothing is pickled but
-    the jobs and results); in this process where there is one core or one job."""
+    the jobs and results); in this process where there is one core or one job, or where forking a
+    process that has loaded torch is not safe (macOS) or possible (Windows)."""
     _worker.clear()
     _worker.update(tokenizer=tokenizer, normalize=normalize)
     workers = min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    if workers <= 1 or not sys.platform.startswith("linux"):
         yield from map(fn, jobs)
         return
     with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -239,26 +241,40 @@ class Cache:
         self._counts: Counts | None = None
 
     def _scan(self) -> None:
-        if self._sha256 is None:
+        """Read the file once: its hash and its blocks; the hash kept with the file's identity (`stat_key`)."""
+        if self._blocks is None:
             size = os.path.getsize(self.path)
             self._sha256, size, self._blocks = scan(self.path, self.block_bytes, self.progress("reading", size))
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.memo_path, json.dumps({"stat": stat_key(self.path), "sha256": self._sha256}).encode())
+
+    @property
+    def memo_path(self) -> Path:
+        return self.root / f"file-{hashlib.sha256(os.path.abspath(self.path).encode()).hexdigest()[:32]}.json"
 
     @property
     def sha256(self) -> str:
-        self._scan()
+        """Of the file's bytes: remembered while the file's size, times, inode and device are those it
+        was hashed with (any write changes its ctime), else read and hashed again."""
+        if self._sha256 is None:
+            memo = read_json(self.memo_path)
+            if memo and memo.get("stat") == stat_key(self.path):
+                self._sha256 = memo["sha256"]
+            else:
+                self._scan()
         return self._sha256
 
     def counts(self) -> Counts:
         """The file's blocks and counts, from the cache or counted now (and kept)."""
         if self._counts is not None:
             return self._counts
-        self._scan()
         record = self.root / f"{self.sha256}.json"
         found = read_json(record)
         if found and found.get("format") == FORMAT and found.get("block_bytes") == self.block_bytes:
             self._counts = Counts(self.sha256, found["size"], [tuple(b) for b in found["blocks"]], found["chars"],
                                   found["newlines"], found["charset"])
             return self._counts
+        self._scan()
         jobs = [(self.path, a, b, self.name) for a, b in self._blocks]
         tick = self.progress("counting", len(jobs))
         chars, newlines, charset = [], [], set()
@@ -418,6 +434,13 @@ class Cache:
         tokens = (torch.from_file(str(path), shared=False, size=record["n_tokens"], dtype=dtype) if record["n_tokens"]
                   else torch.zeros(0, dtype=dtype))
         return Entry(tokens, {s: tuple(v) for s, v in record["offsets"].items()}, record["chars"], record["first"], path)
+
+
+def stat_key(path: str) -> list[int]:
+    """What changes when a file is written, renamed over or replaced: size, modification and change
+    times (ns), inode, device. The change time cannot be set back by a program."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
 def alive(pid: str) -> bool:
