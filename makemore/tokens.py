@@ -5,8 +5,9 @@ A text-mode run never holds its file in memory. The file is read in blocks of ab
 the whole gives (`SAFE_CUT`), and encoded by one process per core into a flat file of token ids
 (uint16 where the vocabulary fits, else uint32). A training window or an evaluation reads from a
 memory map of that file. The file is kept in a cache (`cache_root`), named by the SHA-256 of the
-data file's bytes and of the tokenizer, so the next run on the same file and tokenizer reads the
-file once (to hash it) and starts training.
+data file's bytes and of the tokenizer, so the next run on the same file and tokenizer starts
+training at once (the hash is remembered with the file's `stat_key`; a file written since is
+hashed again).
 
 The three passes over a file, each a bar when it is long:
 - `scan`: read the bytes in order, hash them, choose the cuts (the main process);
