@@ -69,6 +69,8 @@ BAR_BYTES = 64 << 20  # a pass over a file this large shows a bar
 
 def use_cache(folder: Path | None, bars: bool = True) -> None:
     """Text mode's token cache in `folder` (or its default), its passes over a large file shown as bars."""
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise MakemoreError(f"--cache-dir {folder}: is a file, not a folder")
     tokens.configure(folder, file_bars if bars else None)
 
 

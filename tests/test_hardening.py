@@ -328,6 +328,10 @@ CASES = [
     (M, ["sample", "-c", "run", "--prefix", "kakaka", "--max-len", "3"], ["--prefix is 6 characters, more than --max-len 3"]),
     # text as promised: unseen characters named with their line
     (M, ["eval", "mixed.txt", "-c", "run"], ["mixed.txt: line 2: character 'x'"]),
+    # the token cache and bounded evaluation
+    (M, ["train", "toy.txt", *QUICK, "--mode", "text", "--cache-dir", "toy.txt"], ["--cache-dir toy.txt: is a file, not a folder"]),
+    (M, ["eval", "-c", "run", "--limit", "0"], ["--limit 0: must be at least 1"]),
+    (M, ["train", "toy.txt", *QUICK, "--test-items", "0"], ["--test-items 0: must be at least 1"]),
     # sizes, and messages that never echo a whole input
     (M, ["train", "toy.txt", *QUICK, "--type", "mlp", "--set", "context=100000"], ["training this mlp", "of memory"]),
     (M, ["train", "toy.txt", "--set", "n_layer=" + "9" * 5000], ["n_layer=", "more characters)"]),
