@@ -99,12 +99,12 @@ def read_block(path: str, start: int, end: int) -> bytes:
         return f.read(end - start)
 
 
-def block_text(path: str, start: int, end: int, name: str) -> str:
+def block_text(path: str, start: int, end: int, name: str, normalize: Callable[[str], str]) -> str:
     """A block's text as the in-memory reading would have it: decoded, normalised; the file's first
     block through `decode_text` itself (its byte-order mark, UTF-16 and binary checks)."""
     raw = read_block(path, start, end)
     text = decode_text(raw, name) if start == 0 else _decode_later(raw, name)
-    return _worker["normalize"](text)
+    return normalize(text)
 
 
 def _decode_later(raw: bytes, name: str) -> str:
@@ -118,7 +118,7 @@ def _decode_later(raw: bytes, name: str) -> str:
 def count_block(job: tuple) -> tuple:
     path, start, end, name = job
     try:
-        text = block_text(path, start, end, name)
+        text = block_text(path, start, end, name, _worker["normalize"])
     except MakemoreError as e:
         return None, str(e)
     return (len(text), text.count("\n"), "".join(set(text))), None
@@ -126,14 +126,14 @@ def count_block(job: tuple) -> tuple:
 
 def encode_block(job: tuple) -> bytes:
     path, start, end, name, lo, hi, typecode = job
-    text = block_text(path, start, end, name)[lo:hi]
+    text = block_text(path, start, end, name, _worker["normalize"])[lo:hi]
     return ids_bytes(_worker["tokenizer"], text, typecode)
 
 
 def ids_bytes(tok, text: str, typecode: str) -> bytes:
     """The ids of `text` (`encode_ordinary`), packed as uint16 ("H") or uint32 ("I"). Characters are
     mapped by `str.translate` to the characters whose code points are their ids and written as
-    UTF-16/32 code units: the same bytes 30x faster than a list of ids (docs/performance.md, data);
+    UTF-16/32 code units: the same bytes 30x faster than a list of ids (docs/performance.md, big text);
     the caller has checked that the tokenizer knows every character (`Text.streams`)."""
     if tok.kind == "char":
         if "table" not in _worker:
@@ -163,7 +163,6 @@ def in_parallel(fn: Callable, jobs: list, tokenizer=None, normalize: Callable = 
 class Counts:
     """A data file's blocks and what they hold, as the cache keeps them (`<sha256>.json`)."""
 
-    sha256: str
     size: int  # bytes
     blocks: list[tuple[int, int]]  # byte offsets [start, end) of each block
     chars: list[int]  # characters of each block, normalised
@@ -174,11 +173,19 @@ class Counts:
     def n_chars(self) -> int:
         return sum(self.chars)
 
+    @property
+    def starts(self) -> list[int]:
+        """The character offset where each block starts, and the end of the last."""
+        starts = [0]
+        for c in self.chars:
+            starts.append(starts[-1] + c)
+        return starts
 
-def scan(path: str, block_bytes: int, progress: Callable[[int], None]) -> tuple[str, int, list[tuple[int, int]]]:
-    """The file's SHA-256, size and blocks, in one read: each block ends at the last safe cut in its
-    first `block_bytes` (or runs on to the next safe cut, or to the end of the file)."""
-    digest, blocks, start, size = hashlib.sha256(), [], 0, os.path.getsize(path)
+
+def scan(path: str, block_bytes: int, progress: Callable[[int], None]) -> tuple[str, list[tuple[int, int]]]:
+    """The file's SHA-256 and blocks, in one read: each block ends at the last safe cut in its first
+    `block_bytes` (or runs on to the next safe cut, or to the end of the file)."""
+    digest, blocks, start = hashlib.sha256(), [], 0
     with open(path, "rb") as f:
         pending = b""
         while True:
@@ -196,7 +203,7 @@ def scan(path: str, block_bytes: int, progress: Callable[[int], None]) -> tuple[
                 start, pending = start + cut, pending[cut:]
         if pending:
             blocks.append((start, start + len(pending)))
-    return digest.hexdigest(), size, blocks
+    return digest.hexdigest(), blocks
 
 
 def last_safe_cut(data: bytes, limit: int) -> int | None:
@@ -222,7 +229,6 @@ class Entry:
     offsets: dict[str, tuple[int, int]]  # split -> [start, end) in tokens
     chars: dict[str, int]  # split -> its characters
     first: dict[str, int]  # split -> characters of its first token (never predicted)
-    path: Path
 
     def split(self, name: str) -> torch.Tensor:
         a, b = self.offsets[name]
@@ -244,10 +250,10 @@ class Cache:
     def _scan(self) -> None:
         """Read the file once: its hash and its blocks; the hash kept with the file's identity (`stat_key`)."""
         if self._blocks is None:
-            size = os.path.getsize(self.path)
-            self._sha256, size, self._blocks = scan(self.path, self.block_bytes, self.progress("reading", size))
+            stat = stat_key(self.path)  # taken first: a file written during the read is read again next time
+            self._sha256, self._blocks = scan(self.path, self.block_bytes, self.progress("reading", stat[0]))
             self.root.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.memo_path, json.dumps({"stat": stat_key(self.path), "sha256": self._sha256}).encode())
+            write_atomic(self.memo_path, json.dumps({"stat": stat, "sha256": self._sha256}).encode())
 
     @property
     def memo_path(self) -> Path:
@@ -272,21 +278,22 @@ class Cache:
         record = self.root / f"{self.sha256}.json"
         found = read_json(record)
         if found and found.get("format") == FORMAT and found.get("block_bytes") == self.block_bytes:
-            self._counts = Counts(self.sha256, found["size"], [tuple(b) for b in found["blocks"]], found["chars"],
-                                  found["newlines"], found["charset"])
+            self._counts = Counts(found["size"], [tuple(b) for b in found["blocks"]], found["chars"], found["newlines"],
+                                  found["charset"])
             return self._counts
         self._scan()
         jobs = [(self.path, a, b, self.name) for a, b in self._blocks]
-        tick = self.progress("counting", len(jobs))
+        size = self._blocks[-1][1] if self._blocks else 0
+        tick = self.progress("counting", size)
         chars, newlines, charset = [], [], set()
-        for k, (result, error) in enumerate(in_parallel(count_block, jobs, normalize=self.normalize)):
+        for (a, b), (result, error) in zip(self._blocks, in_parallel(count_block, jobs, normalize=self.normalize)):
             if error:
-                raise MakemoreError(self.shift_line(error, sum(newlines)) if k else error)
+                raise MakemoreError(self.shifted(error, sum(newlines), a) if a else error)
             chars.append(result[0])
             newlines.append(result[1])
             charset.update(result[2])
-            tick(1)
-        self._counts = Counts(self.sha256, os.path.getsize(self.path), self._blocks, chars, newlines, "".join(sorted(charset)))
+            tick(b - a)
+        self._counts = Counts(size, self._blocks, chars, newlines, "".join(sorted(charset)))
         self.root.mkdir(parents=True, exist_ok=True)
         write_atomic(record, json.dumps({"format": FORMAT, "block_bytes": self.block_bytes, "size": self._counts.size,
                                          "blocks": self._blocks, "chars": chars, "newlines": newlines,
@@ -294,9 +301,11 @@ class Cache:
         return self._counts
 
     @staticmethod
-    def shift_line(message: str, lines_before: int) -> str:
-        """A block's error message with its line counted from the start of the file."""
-        return re.sub(r"line (\d+)", lambda m: f"line {int(m.group(1)) - 1 + lines_before:,}", message, count=1)
+    def shifted(message: str, lines_before: int, start: int) -> str:
+        """A later block's error message (`_decode_later`: one line end put before the block) with its
+        line and byte offset counted from the start of the file."""
+        message = re.sub(r"line (\d+)", lambda m: f"line {int(m.group(1)) - 1 + lines_before:,}", message, count=1)
+        return re.sub(r"byte offset (\d+)", lambda m: f"byte offset {int(m.group(1)) - 1 + start}", message, count=1)
 
     def line_of(self, ch: str) -> int:
         """The line where `ch` first occurs (for an error message)."""
@@ -310,17 +319,13 @@ class Cache:
 
     def text_of(self, k: int) -> str:
         a, b = self.counts().blocks[k]
-        _worker["normalize"] = self.normalize
-        return block_text(self.path, a, b, self.name)
+        return block_text(self.path, a, b, self.name, self.normalize)
 
     def cut_points(self, shares: tuple[float, ...]) -> list[int]:
         """The character offsets where the splits meet: `data.split_text`'s rule (at each share of the
         characters, back to just after the last line end within 1% of the text), without the text."""
         counts = self.counts()
-        n, cuts = counts.n_chars, []
-        starts = [0]
-        for c in counts.chars:
-            starts.append(starts[-1] + c)
+        n, cuts, starts = counts.n_chars, [], counts.starts
         total = 0.0
         for share in shares[:-1]:
             total += share
@@ -389,6 +394,8 @@ class Cache:
         each split in one job."""
         names = SPLITS if cuts else ("all",)
         bounds = [0, *cuts, counts.n_chars]
+        if not cuts_are_safe(tok):
+            return self.whole_splits(counts, bounds, names)
         jobs, owners, start = [], [], 0
         for (a, b), n in zip(counts.blocks, counts.chars):
             for s, (c0, c1) in enumerate(zip(bounds, bounds[1:])):
@@ -397,16 +404,11 @@ class Cache:
                     jobs.append((self.path, a, b, self.name, *part))
                     owners.append((names[s], (b - a) * (part[1] - part[0]) // max(n, 1)))
             start += n
-        if not cuts_are_safe(tok):
-            jobs, owners = self.whole_splits(counts, bounds, names)
         return jobs, owners
 
     def whole_splits(self, counts: Counts, bounds: list[int], names: tuple[str, ...]):
         """One job per split: the bytes of the blocks it spans, cut to its characters."""
-        starts = [0]
-        for c in counts.chars:
-            starts.append(starts[-1] + c)
-        jobs, owners = [], []
+        starts, jobs, owners = counts.starts, [], []
         for name, c0, c1 in zip(names, bounds, bounds[1:]):
             if c1 <= c0:
                 continue
@@ -434,7 +436,7 @@ class Cache:
             return None
         tokens = (torch.from_file(str(path), shared=False, size=record["n_tokens"], dtype=dtype) if record["n_tokens"]
                   else torch.zeros(0, dtype=dtype))
-        return Entry(tokens, {s: tuple(v) for s, v in record["offsets"].items()}, record["chars"], record["first"], path)
+        return Entry(tokens, {s: tuple(v) for s, v in record["offsets"].items()}, record["chars"], record["first"])
 
 
 def stat_key(path: str) -> list[int]:

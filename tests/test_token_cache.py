@@ -134,10 +134,11 @@ def test_an_encode_killed_midway_is_never_taken_as_complete(tmp_path):
     assert not writing()  # and removed the dead process's temporary file
 
 
-def test_a_bad_byte_in_a_later_block_is_named_by_its_line(tmp_path):
+def test_a_bad_byte_in_a_later_block_is_named_by_its_line_and_offset_in_the_file(tmp_path):
     path = tmp_path / "t.txt"
-    path.write_bytes(b"".join(b"line%d\n" % i for i in range(1, 200)) + b"bad \xff byte\n" + b"more\n" * 10)
-    with pytest.raises(MakemoreError, match=r"line 200"):
+    head = b"".join(b"line%d\n" % i for i in range(1, 200))
+    path.write_bytes(head + b"bad \xff byte\n" + b"more\n" * 10)
+    with pytest.raises(MakemoreError, match=rf"line 200, byte offset {len(head) + 4}: 0xff"):
         cached(path, None, tmp_path / "cache", 100)
 
 
