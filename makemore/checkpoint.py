@@ -25,7 +25,7 @@ from safetensors.torch import load as st_load
 import tokenizer as tokenizers
 from makemore import data, memory, models, tensorfile
 from makemore.errors import MakemoreError
-from makemore.models.base import LanguageModel
+from makemore.models.base import LanguageModel, lay_out_for_decoding
 from safeio.files import check_readable, read_input, write_atomic
 from tokenizer import Tokenizer
 
@@ -259,6 +259,8 @@ def load(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None
     except (KeyError, TypeError, ValueError, RuntimeError, RecursionError, tokenizers.TokenizerError) as e:
         raise MakemoreError(f"{path}: damaged checkpoint metadata ({type(e).__name__}: {e})") from None
     model = allocate(lambda: models.build(model_type, config), dtype)
+    if torch.device(device).type == "cpu":
+        lay_out_for_decoding(model)  # a loaded model mostly samples, scores, evaluates; training lays it out again
     try:
         with open(path, "rb") as f:
             fill(model, f, {k: e for k, e in table.items() if not k.startswith(STATE)})

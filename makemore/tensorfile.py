@@ -67,15 +67,33 @@ def read_head(f: BinaryIO) -> bytes:
 
 def read_into(f: BinaryIO, entry: Entry, out: torch.Tensor) -> None:
     """The tensor at `entry` into `out` (a CPU tensor of its shape): read straight into `out`'s memory
-    when the dtypes agree, else through one temporary tensor of the file's dtype."""
+    when it is contiguous and of the file's dtype, else a few rows at a time through a buffer of at
+    most CHUNK bytes (another dtype; a weight laid out column by column), so no second copy of a
+    large tensor is ever made."""
     if tuple(out.shape) != entry.shape:
         raise ValueError(f"shape {list(entry.shape)} in the file, {list(out.shape)} in the model")
-    target = out if out.dtype == entry.dtype and out.is_contiguous() else torch.empty(entry.shape, dtype=entry.dtype)
     f.seek(entry.start)
-    if entry.end > entry.start and f.readinto(target.reshape(-1).view(torch.uint8).numpy()) != entry.end - entry.start:
+    if out.dtype == entry.dtype and out.is_contiguous():
+        _read_exactly(f, out)
+        return
+    rows = out if out.dim() >= 2 else out.unsqueeze(0)  # cut along the first dimension (a view, never a copy)
+    per_row = math.prod(rows.shape[1:]) * entry.dtype.itemsize
+    step = max(1, CHUNK // max(per_row, 1))
+    buffer = torch.empty((min(step, rows.shape[0]), *rows.shape[1:]), dtype=entry.dtype)
+    for start in range(0, rows.shape[0], step):
+        part = buffer[: min(step, rows.shape[0] - start)]
+        _read_exactly(f, part)
+        rows[start : start + len(part)].copy_(part)
+
+
+CHUNK = 8 << 20  # bytes read at a time into a tensor that cannot take the file's bytes as they are
+
+
+def _read_exactly(f: BinaryIO, t: torch.Tensor) -> None:
+    """`t`'s bytes (a contiguous tensor) from the file's position on."""
+    n = t.numel() * t.element_size()
+    if n and f.readinto(t.reshape(-1).view(torch.uint8).numpy()) != n:
         raise ValueError("the file ends inside a tensor (truncated?)")
-    if target is not out:
-        out.copy_(target)
 
 
 def finite(t: torch.Tensor) -> bool:

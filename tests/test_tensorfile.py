@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from makemore import checkpoint
+from makemore import checkpoint, tensorfile
 from makemore.models.transformer import Transformer, TransformerConfig
 from tests.conftest import edit_safetensors
 from tokenizer import CharTokenizer
@@ -65,3 +65,35 @@ def test_bfloat16_loading_rounds_each_weight_once(tmp_path):
     half = checkpoint.load(tmp_path / "m.safetensors", dtype=torch.bfloat16)
     for (name, a), b in zip(half.model.state_dict().items(), ckpt.model.state_dict().values()):
         assert a.dtype == torch.bfloat16 and torch.equal(a, b.bfloat16()), name
+
+
+def test_a_loaded_model_keeps_its_widening_weights_column_by_column_and_computes_the_same(tmp_path):
+    config = TransformerConfig(vocab_size=40, block_size=8, n_layer=1, n_embd=8, n_head=2, dropout=0.0, tie_head=True, head_bias=False)
+    torch.manual_seed(0)
+    ckpt = checkpoint.Checkpoint("transformer", Transformer(config).eval(), CharTokenizer("abcdefghijklmnopqrstuvwxyz0123456789.,;"),
+                                 checkpoint.TrainingRecord())
+    path = checkpoint.save(ckpt, tmp_path / "m.safetensors")
+    back = checkpoint.load(path)
+    m = back.model
+    assert m.head.weight is m.tok_emb.weight and m.head.weight.stride() == (1, 40)  # (40, 8) laid out as (8, 40), still tied
+    assert m.blocks[0].mlp[0].weight.stride() == (1, 32) and m.blocks[0].attn.qkv.weight.stride() == (1, 24)  # 8 -> 32, 8 -> 24
+    assert m.blocks[0].mlp[2].weight.is_contiguous() and m.blocks[0].attn.proj.weight.is_contiguous()  # 32 -> 8, 8 -> 8: as they were
+    for (name, a), b in zip(m.state_dict().items(), ckpt.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    ids = torch.randint(40, (3, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(m(ids), ckpt.model(ids), rtol=1e-6, atol=1e-6)
+    assert checkpoint.save(back, tmp_path / "again.safetensors").read_bytes() == path.read_bytes()  # saved as row-major bytes
+
+
+@pytest.mark.parametrize("layout", ["columns", "bfloat16"])
+def test_a_tensor_that_cannot_take_the_files_bytes_is_read_a_few_rows_at_a_time(tmp_path, monkeypatch, layout):
+    monkeypatch.setattr(tensorfile, "CHUNK", 24)  # 3 rows of (., 2) float32 at a time, the last part shorter
+    t = torch.randn(7, 2, generator=torch.Generator().manual_seed(0))
+    (tmp_path / "t.safetensors").write_bytes(checkpoint.serialize({"t": t}, {}))
+    header, start, size = tensorfile.header_of(tmp_path / "t.safetensors")
+    entry = tensorfile.entries(header, start, size)["t"]
+    out = torch.empty(2, 7).t() if layout == "columns" else torch.empty(7, 2, dtype=torch.bfloat16)
+    with open(tmp_path / "t.safetensors", "rb") as f:
+        tensorfile.read_into(f, entry, out)
+    assert torch.equal(out, t.to(out.dtype))
