@@ -56,7 +56,7 @@ def ours(prep: data.Dataset, spec: str):
                 last[0] = e.elapsed
 
         done += n
-        cfg = resolve(TrainConfig(max_steps=done, eval_interval=10**9, eval_items=1), type(model), type(prep))  # the chunk's closing evaluation: one item
+        cfg = resolve(TrainConfig(max_steps=done, eval_interval=10**9, eval_items=1), model, type(prep))  # the chunk's closing evaluation: one item
         state = train(model, prep.splits["train"], prep.splits["val"], cfg, state, on_event=on_event)
         model.train()
         return times

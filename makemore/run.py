@@ -81,7 +81,7 @@ class Run:
             start_fresh(folder, lock, rank, overwrite)
         torch.manual_seed(cfg.seed)
         model = models.build(model_type, config)
-        return cls(folder, dataset, model_type, model, resolve(cfg, type(model), type(dataset)), lock=lock)
+        return cls(folder, dataset, model_type, model, resolve(cfg, model, type(dataset)), lock=lock)
 
     @classmethod
     def fine_tune(cls, folder: Path, source_path: str | Path, data_path: str | Path | None, cfg: TrainConfig,
@@ -99,7 +99,7 @@ class Run:
             dataset = data.prepare(data_path, cfg.seed, mode=mode, block_size=source.model.config.block_size, tok=source.tokenizer,
                                    options=data_options)
             start_fresh(folder, lock, rank, overwrite)
-        cfg = resolve(dataclasses.replace(cfg, eval_at_start=True), type(source.model), type(dataset), fine_tune=True)
+        cfg = resolve(dataclasses.replace(cfg, eval_at_start=True), source.model, type(dataset), fine_tune=True)
         return cls(folder, dataset, source.model_type, source.model, cfg, origin=str(Path(source.path).resolve()), lock=lock,
                    imported=source.training.origin)
 
@@ -141,7 +141,7 @@ class Run:
             raise MakemoreError(f"{stored}: the file has changed since this run started; it cannot be resumed exactly")
         dataset.name = rec.data["name"]  # as the run knew it (it was read from the recorded absolute path)
         best = checkpoint.load(folder / checkpoint.FILENAME) if (folder / checkpoint.FILENAME).is_file() else None
-        cfg = resolve(cfg, type(ckpt.model), type(dataset))
+        cfg = resolve(cfg, ckpt.model, type(dataset))
         state = TrainState(optimizer=make_optimizer(ckpt.model, cfg), best_weights=best.model.state_dict() if best else None)
         try:
             state.load_state_dict(*checkpoint.read_state(last))

@@ -4,6 +4,7 @@ Subprocess tests run `python -m makemore` on this checkout, as a user's shell wo
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
@@ -20,6 +21,11 @@ from typer.testing import CliRunner
 
 from makemore import checkpoint
 from makemore.cli import app
+from makemore.data import Lines
+from makemore.models.transformer import Transformer, TransformerConfig
+from makemore.train import bfloat16_native
+
+train_module = importlib.import_module("makemore.train")  # the module: the package's `train` is the function
 from tests.conftest import edit_safetensors, toy_items
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,3 +263,45 @@ def test_the_weight_average_is_what_is_evaluated_and_saved(toy):
         assert not torch.equal(weight, last[name])  # not the live weights, which last.safetensors continues from
     bad = runner.invoke(app, ["train", "--resume", str(toy / "a"), "--ema", "0.5"])
     assert bad.exit_code == 2 and "only --max-steps, --max-seconds and --device may change" in bad.stderr
+
+
+TINY_TRANSFORMER = ["--set", "n_layer=1", "--set", "n_embd=32", "--set", "n_head=2", "--eval-interval", "20", "--ema", "0", "--threads", "1"]
+
+
+@pytest.mark.skipif(not bfloat16_native("cpu"), reason="this CPU has no bfloat16 arithmetic of its own (AVX512-BF16 or AMX)")
+def test_bfloat16_products_train_about_as_float32_and_resume_exactly(toy):
+    def run(out, *extra):
+        result = runner.invoke(app, ["train", str(toy / "toy.txt"), *TINY_TRANSFORMER, "-o", str(toy / out), *extra, "--json"])
+        assert result.exit_code == 0, result.output
+        return checkpoint.load(toy / out)
+
+    f32 = run("f32", "--max-steps", "60")
+    whole = run("whole", "--max-steps", "60", "--dtype", "bfloat16")
+    run("cut", "--max-steps", "30", "--dtype", "bfloat16")
+    resumed = runner.invoke(app, ["train", "--resume", str(toy / "cut"), "--max-steps", "60"])
+    assert resumed.exit_code == 0, resumed.output
+    cut = checkpoint.load(toy / "cut")
+    assert whole.training.options["dtype"] == "bfloat16" and all(p.dtype == torch.float32 for p in whole.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(), cut.model.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(), f32.model.state_dict().values()))
+    assert abs(whole.training.best_val_loss - f32.training.best_val_loss) < 0.05 < f32.training.best_val_loss
+
+
+def test_bfloat16_where_the_machine_lacks_it_or_another_dtype_is_one_line(toy, monkeypatch):
+    for dtype, native, why in [("float16", True, "choose float32 or bfloat16"), ("bfloat16", False, "no bfloat16 arithmetic of its own")]:
+        monkeypatch.setattr(train_module, "bfloat16_native", lambda device: native)
+        result = runner.invoke(app, ["train", str(toy / "toy.txt"), "--dtype", dtype, "-o", str(toy / "r")])
+        assert result.exit_code == 2 and why in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert not (toy / "r").exists()
+
+
+def test_evaluations_measure_fewer_windows_of_a_model_too_large_for_a_thousand(monkeypatch):
+    model = Transformer(TransformerConfig(vocab_size=10, block_size=8, n_layer=1, n_embd=8, n_head=2))
+    n = sum(p.numel() for p in model.parameters())
+    assert train_module.items_for(model, 8, 1000) == 1000  # small: the default, as before
+    monkeypatch.setattr(train_module, "EVAL_WORK", n * 8 * 100)
+    assert train_module.items_for(model, 8, 1000) == 100 and train_module.items_for(model, 8, 50) == 50
+    monkeypatch.setattr(train_module, "EVAL_WORK", 1)
+    assert train_module.items_for(model, 8, 1000) == train_module.FEWEST_ITEMS
+    cfg = train_module.resolve(train_module.TrainConfig(eval_items=7), model, Lines)
+    assert (cfg.eval_items, cfg.test_items) == (7, train_module.FEWEST_ITEMS)  # a given number is kept

@@ -67,7 +67,7 @@ def test_learns_the_toy_language(model_type):
     split = data.encode_items(items, tok)
     model = make(model_type, tok.vocab_size, split.x.shape[1])
     before, _ = evaluate(model, split)
-    cfg = resolve(TrainConfig(max_steps=300, eval_interval=300, batch_size=32, warmup_steps=20), type(model), data.Lines)  # each type's own lr
+    cfg = resolve(TrainConfig(max_steps=300, eval_interval=300, batch_size=32, warmup_steps=20), model, data.Lines)  # each type's own lr
     result = train(model, split, split, cfg)
     after, _ = evaluate(model, split)
     assert before > 2.2

@@ -76,7 +76,7 @@ def test_every_type_learns_and_samples_running_text(model_type, tmp_path):
     config = models.make_config(model_type, prep.tokenizer.vocab_size, 16, "text", **SMALL.get(model_type, {}))
     model = models.build(model_type, config)
     before, _ = evaluate(model, prep.splits["val"])
-    cfg = resolve(TrainConfig(max_steps=200, eval_interval=200, batch_size=16, warmup_steps=20), type(model), data.Text)
+    cfg = resolve(TrainConfig(max_steps=200, eval_interval=200, batch_size=16, warmup_steps=20), model, data.Text)
     train(model, prep.splits["train"], prep.splits["val"], cfg)
     after, _ = evaluate(model, prep.splits["val"])
     assert before > 2.5 and after < 2.2, f"{model_type}: {before:.3f} -> {after:.3f}"  # uniform over 21 chars is 3.04

@@ -116,20 +116,20 @@ def onednn(enabled: bool) -> Iterator[None]:
 
 
 def lay_out_for_decoding(model: nn.Module) -> None:
-    """Store each `nn.Linear` weight that widens (more outputs than inputs) column by column: the same
-    (out, in) tensor with transposed strides, its memory as (in, out). Decoding multiplies one row
-    by every weight, reading them all from memory per token, and a one-row product streams memory
-    fastest along the longer side: on a 2-core EPYC, one thread, float32 (bench/gpt2.py's shapes),
-    768 -> 3072 reads 18-19 GB/s column by column against 12 row by row, GPT-2's head 768 -> 50,257
-    25 against 12.5, while 3072 -> 768 is faster row by row (17 against 14). Larger products
-    (training, evaluation) run as fast either way; the training loop's optimizer lays its
-    parameters out again anyway (`optim.AdamW`). A tied embedding goes with its head: a lookup
-    reads its columns. Float32 only: bfloat16 products of a weight laid out so take a slow kernel
-    (GPT-2 decoding fell from 33 to 3.3 tokens/s). Call it on an allocated CPU model before its
-    weights are read into it."""
+    """Store each `nn.Linear` weight that does not narrow (as many outputs as inputs, or more) column
+    by column: the same (out, in) tensor with transposed strides, its memory as (in, out). Decoding
+    multiplies one row by every weight, reading them all from memory per token, and a one-row
+    product streams memory fastest along the longer side. On a 2-core EPYC, one thread, float32,
+    in GB/s column by column against row by row: 768 -> 3072 18-19 against 12, GPT-2's head
+    768 -> 50,257 25 against 12.5, 768 -> 768 15 against 13; 3072 -> 768 is faster row by row (17
+    against 14), so narrowing weights stay. Larger products (training, evaluation) run as fast
+    either way, and the training loop's optimizer lays its parameters out again anyway
+    (`optim.AdamW`). A tied embedding goes with its head: a lookup reads its columns. Float32 only:
+    bfloat16 products of a weight laid out so take a slow kernel (GPT-2 decoding fell from 33 to
+    3.3 tokens/s). Call it on an allocated CPU model before its weights are read into it."""
     moved: dict[int, nn.Parameter] = {}
     for module in model.modules():
-        if isinstance(module, nn.Linear) and module.out_features > module.in_features and module.weight.dtype == torch.float32:
+        if isinstance(module, nn.Linear) and module.out_features >= module.in_features and module.weight.dtype == torch.float32:
             w = module.weight
             if id(w) not in moved:
                 moved[id(w)] = nn.Parameter(w.new_empty(w.shape[::-1]).t(), requires_grad=w.requires_grad)
