@@ -213,9 +213,9 @@ def _expect(ok: bool, what: str) -> None:
         raise ValueError(what)
 
 
-def load(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None) -> Checkpoint:
-    """Read a checkpoint written by `save` (its weights in `dtype`, default as stored: float32); every
-    problem is a MakemoreError naming the file."""
+def opened(path: str | Path) -> tuple[Path, bytes, dict, dict]:
+    """The checkpoint file at `path` (a run folder: its model), the bytes of its header, the header and
+    its metadata, checked to be a makemore checkpoint this version reads (the tensors are not read)."""
     path = Path(path)
     if path.is_dir():
         path = path / FILENAME
@@ -237,6 +237,22 @@ def load(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None
         raise MakemoreError(
             f"{path}: checkpoint format version {meta.get('format_version')!r}; this makemore reads version {FORMAT_VERSION}"
         )
+    return path, head, header, meta
+
+
+def training_of(path: str | Path) -> TrainingRecord:
+    """The training record of the checkpoint at `path`, read from its header alone."""
+    path, _, _, meta = opened(path)
+    try:
+        return TrainingRecord.from_json(parse_json(meta.get("training", "null"), str(path), "training"))
+    except (TypeError, ValueError) as e:
+        raise MakemoreError(f"{path}: damaged checkpoint metadata ({type(e).__name__}: {e})") from None
+
+
+def load(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None) -> Checkpoint:
+    """Read a checkpoint written by `save` (its weights in `dtype`, default as stored: float32); every
+    problem is a MakemoreError naming the file."""
+    path, head, header, meta = opened(path)
     try:
         table = tensorfile.entries(header, len(head), path.stat().st_size)
     except ValueError as e:

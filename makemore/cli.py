@@ -577,8 +577,11 @@ def info(
 @app.command()
 @clean_errors(MakemoreError)
 def compare(
+    ctx: typer.Context,
     data_path: DataFile = None,
     types: Annotated[str, typer.Option(help="Comma-separated model types (default: all).")] = ",".join(models.MODELS),
+    runs_: Annotated[list[Path], typer.Option("--run", help="Instead of training: measure this trained or imported run (repeatable) on FILE, or on the test split of the first run trained on data.", show_default=False)] = [],
+    all_: Annotated[bool, typer.Option("--all", help="With --run: measure every window or item, however long (default: a bounded number, spread evenly).")] = False,
     steps: MaxSteps = 3000,
     max_seconds: Annotated[Optional[float], typer.Option(help="Wall-time budget per type (the schedule follows).")] = None,
     batch_size: BatchSize = None,
@@ -596,7 +599,21 @@ def compare(
     cache_dir: CacheDir = None,
     json: JsonOpt = False,
 ):
-    """Train several model types on one split with one budget and seed; print a leaderboard."""
+    """Train several model types on one split with one budget and seed; print a leaderboard. Or, with
+    --run, rank runs already trained or imported by bits per byte on one split or file."""
+    if runs_:
+        refuse_given(ctx, ("data_path", "runs_", "all_", "threads", "cache_dir", "json"), "--run measures runs already trained",
+                     "only FILE, --all, --threads, --cache-dir and --json go with it")
+        threads_.start(threads)
+        use_cache(cache_dir)
+        rows, on = comparison.measure_runs(runs_, data_path, all_)
+        if json:
+            print_json({"on": on, "runs": rows})
+        else:
+            out.print(comparison.runs_table(rows, on))
+        return
+    if all_:
+        raise MakemoreError("--all goes with --run (measuring runs already trained)")
     cfg = TrainConfig(max_steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr, eval_interval=eval_interval,
                       seed=seed, device=resolve_device(device), ema=TrainConfig.ema if ema is None else ema, threads=thread_count(threads))
     folder = out_dir or checkpoint.DEFAULT_DIR / f"compare-{data.stem(data_path)}"

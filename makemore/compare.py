@@ -1,4 +1,5 @@
-"""Compare: train several model types on one split with one budget and seed, and rank them.
+"""Compare: train several model types on one split with one budget and seed, and rank them; or
+measure runs already trained (or imported) on one split or file, and rank them by bits per byte.
 
 Every type is a `run.Run` on the one prepared data set, as `makemore train` is, so the leaderboard measures
 exactly what users get. Speed is the median time of one optimisation step, read from the
@@ -16,11 +17,12 @@ from pathlib import Path
 
 from rich.table import Table
 
-from makemore import data, models
+from makemore import checkpoint, data, models
 from makemore.errors import MakemoreError
 from makemore.plot import curves
-from makemore.run import Run, check_run_folder
-from makemore.train import Eval, Step, TrainConfig
+from makemore.run import Run, check_run_folder, evaluate
+from makemore.train import TEST_ITEMS, Eval, Step, TrainConfig, items_for
+from tokenizer import CharTokenizer
 from safeio.files import check_output, write_atomic
 
 
@@ -150,3 +152,45 @@ def write_report(rows: list[Row], folder: Path) -> tuple[Path, Path | None]:
     write_atomic(table, markdown(rows).encode())
     png = folder / "loss_curves.png"
     return table, png if plot(rows, png) else None
+
+
+def measure_runs(paths: list[Path], data_path: str | Path | None, every: bool = False) -> tuple[list[dict], str]:
+    """Each run's test loss, bits per character and bits per byte on the file at `data_path`, or else on
+    the test split of the first run that was trained on data (an imported model was not), each
+    through its own tokenizer; sorted by bits per byte, the figure that compares a character model
+    with a BPE one. Each run measures its default windows (`items_for`), or all with `every`. Also
+    says what they were measured on. One model is in memory at a time."""
+    split_of = None
+    if data_path is None:
+        for path in paths:
+            record = checkpoint.training_of(path)
+            if record.data:
+                split_of, on = record, f"the test split of {path}"
+                break
+        else:
+            raise MakemoreError("none of these runs was trained on data (imported ones are not): name a FILE to measure them on")
+    rows = []
+    for path in paths:
+        ckpt = checkpoint.load(path)
+        limit = None if every else items_for(ckpt.model, ckpt.model.config.block_size, TEST_ITEMS)
+        try:
+            result = evaluate(ckpt, data_path, limit, split_of)
+        except MakemoreError as e:
+            raise MakemoreError(f"{path}: {e}") from None
+        tok = ckpt.tokenizer
+        rows.append({"run": str(path), "type": ckpt.model_type, "parameters": models.n_params(ckpt.model),
+                     "tokenizer": f"{'chars' if isinstance(tok, CharTokenizer) else 'BPE'} {tok.vocab_size:,}"} | result)
+        on = on if split_of else f"{result['data']} ({result['mode']} mode)"
+        del ckpt
+    return sorted(rows, key=lambda r: r["bits_per_byte"]), on
+
+
+def runs_table(rows: list[dict], on: str) -> Table:
+    """The leaderboard of `measure_runs` for the terminal."""
+    t = Table(title=f"on {on}: loss in nats/token; bits per byte compares different tokenizers")
+    for col in ("run", "type", "params", "tokens", "loss", "bits/char", "bits/byte", "measured"):
+        t.add_column(col, justify="left" if col in ("run", "type", "tokens") else "right")
+    for r in rows:
+        t.add_row(r["run"], r["type"], f"{r['parameters']:,}", r["tokenizer"], f"{r['loss']:.4f}", f"{r['bits_per_char']:.4f}",
+                  f"{r['bits_per_byte']:.4f}", f"{r['covered']:,}/{r['of']:,}")
+    return t

@@ -383,15 +383,19 @@ def measure(model, split, limit: int | None, bytes_per_char: float = 1.0) -> dic
     return metrics(loss, n_tokens, n_chars, bytes_per_char) | {"covered": split.covered(limit), "of": len(split), "unit": unit}
 
 
-def evaluate(ckpt: Checkpoint, path: str | Path | None = None, limit: int | None = TEST_ITEMS) -> dict:
-    """Metrics of `ckpt` on `limit` items or windows (None: all) of the file at `path`, or of its own
-    test split when `path` is None."""
-    kind = ckpt.training.kind
+def evaluate(ckpt: Checkpoint, path: str | Path | None = None, limit: int | None = TEST_ITEMS,
+             split_of: TrainingRecord | None = None) -> dict:
+    """Metrics of `ckpt` on `limit` items or windows (None: all) of the file at `path`, or, when `path`
+    is None, of the test split of the run `split_of` describes (default: its own; `compare --run`
+    measures several runs on one split, each through its own tokenizer)."""
     block_size = ckpt.model.config.block_size
     if path is None:
-        src = data.source_of(ckpt.training.data, str(ckpt.path))
-        split, which = kind.test_split(src, ckpt.training.data, ckpt.tokenizer, block_size), "test split"
+        record = split_of or ckpt.training
+        kind = record.kind
+        src = data.source_of(record.data, str(ckpt.path))
+        split, which = kind.test_split(src, record.data, ckpt.tokenizer, block_size), "test split"
     else:
+        kind = ckpt.training.kind
         src = data.read_source(path)
         split, which = kind.encode_file(src, ckpt.tokenizer, block_size, **kind.options_of(ckpt.training.data)), "file"
     return ({"data": src.name, "on": which, "mode": kind.kind, **kind.sizes_of(split)}

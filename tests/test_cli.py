@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from makemore import data
+from makemore import checkpoint, data
 from makemore.cli import app
 from tests.conftest import edit_safetensors, set_meta, toy_items
 
@@ -249,6 +249,36 @@ def test_compare_ranks_types_and_writes_report(in_tmp, toy_file):
         pytest.skip("matplotlib (the plot extra) is not installed: no PNG to check")
     assert (folder / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (folder / "mlp" / "model.safetensors").is_file()
+
+
+def test_compare_of_runs_measures_each_on_one_split_as_eval_does(trained, tmp_path):
+    root, data, ckpt = trained
+    import tokenizer
+
+    tokenizer.train(data, vocab_size=280, special=["<|endoftext|>"]).save(tmp_path / "tok.json")
+    assert run("train", data, "--tokenizer", tmp_path / "tok.json", *TINY, "-o", tmp_path / "bpe", "--json").exit_code == 0
+    result = run("compare", "--run", tmp_path / "bpe", "--run", root / "run", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["on"] == f"the test split of {tmp_path / 'bpe'}"  # the first run trained on data: both were, on one file
+    rows = {r["run"]: r for r in report["runs"]}
+    assert [r["bits_per_byte"] for r in report["runs"]] == sorted(r["bits_per_byte"] for r in report["runs"])
+    assert rows[str(tmp_path / "bpe")]["tokenizer"] == "BPE 280" and rows[str(root / "run")]["tokenizer"].startswith("chars ")
+    for path in (tmp_path / "bpe", root / "run"):
+        alone = json.loads(run("eval", "-c", path, "--json").stdout)  # the same split and toy file: the same figures
+        assert {k: rows[str(path)][k] for k in alone} == alone
+    on_file = json.loads(run("compare", data, "--run", root / "run", "--all", "--json").stdout)
+    assert on_file["on"] == f"{data} (lines mode)" and on_file["runs"][0]["items"] == 300
+
+
+def test_compare_of_runs_refuses_training_options_and_runs_without_data(trained, tmp_path):
+    root, _, _ = trained
+    one_line_error(run("compare", "--run", root / "run", "--steps", "5"), "--run measures runs already trained", "--steps")
+    one_line_error(run("compare", "--all"), "--all goes with --run")
+    bare = checkpoint.load(root / "run")
+    bare.training = checkpoint.TrainingRecord()  # as an imported model: no data
+    checkpoint.save(bare, tmp_path / "imported" / checkpoint.FILENAME)
+    one_line_error(run("compare", "--run", tmp_path / "imported"), "none of these runs was trained on data")
 
 
 def test_compare_rejects_unknown_types(in_tmp, toy_file):

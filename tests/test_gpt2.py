@@ -217,6 +217,11 @@ def test_fine_tune_resumes_exactly_then_exports_with_equal_logits(tiny):
     a, b = checkpoint.load(root / "ft-whole"), checkpoint.load(root / "ft")
     assert a.training.options["lr"] == pytest.approx(2e-4) and a.training.origin["format"] == "huggingface"
     assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    both = runner.invoke(app, ["compare", "--run", str(root / "run"), "--run", str(root / "ft"), "--all", "--json"])
+    assert both.exit_code == 0, both.output
+    report = json.loads(both.stdout)  # the imported model has no data: both are measured on the fine-tuned run's test split
+    assert report["on"] == f"the test split of {root / 'ft'}" and {r["run"] for r in report["runs"]} == {str(root / "run"), str(root / "ft")}
+    assert all(r["covered"] == r["of"] and r["tokenizer"] == f"BPE {a.tokenizer.vocab_size}" for r in report["runs"])
     assert runner.invoke(app, ["export", str(root / "ft"), "-o", str(root / "ft-out")]).exit_code == 0
     ids = torch.randint(a.tokenizer.vocab_size, (2, 64), generator=torch.Generator().manual_seed(3))  # all 64 positions
     with torch.no_grad():
