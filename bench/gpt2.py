@@ -4,8 +4,9 @@ makes (the speed does not depend on the weights), in one process with the same t
 - generation: tokens/s for 256 new tokens after a 32-token prompt, greedy, batch 1; ours through
   `sample.stream_text` (the KV cache), theirs through `generate(use_cache=True)`;
 - a fine-tuning step at block 256, batch 4: ours is the training loop's step (forward, loss,
-  backward, clipped fused AdamW); theirs a forward with labels, backward, `clip_grad_norm_` and
-  `torch.optim.AdamW`; neither has dropout;
+  backward, clipped fused AdamW), in float32 and, where the CPU has bfloat16 arithmetic, with
+  `--dtype bfloat16` (autocast); theirs a forward with labels, backward, `clip_grad_norm_` and
+  `torch.optim.AdamW` in float32; neither has dropout;
 - import-to-first-token: seconds and peak RSS from a model folder to the first generated token, each
   in a fresh child process (ours: `makemore import`, then load and sample; theirs: `from_pretrained`
   and `generate`); and the peak RSS of our sampling alone, from the imported run.
@@ -54,14 +55,20 @@ def make_folder(folder: Path) -> None:
     (folder / "tokenizer.json").write_text(json.dumps(huggingface_json(tok), ensure_ascii=False), encoding="utf-8")
 
 
-def median_pair(ours, theirs, repeats: int) -> tuple[float, float]:
-    times: dict[str, list[float]] = {"ours": [], "theirs": []}
+def medians(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each function, over `repeats` rounds that take them in turns."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        for name, fn in (("ours", ours), ("theirs", theirs)):
+        for name, fn in fns.items():
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return statistics.median(times["ours"]), statistics.median(times["theirs"])
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def median_pair(ours, theirs, repeats: int) -> tuple[float, float]:
+    m = medians({"ours": ours, "theirs": theirs}, repeats)
+    return m["ours"], m["theirs"]
 
 
 def bfloat16_generation(run: Path, repeats: int) -> float:
@@ -98,9 +105,11 @@ def generation(ours_ckpt, theirs, repeats: int) -> tuple[float, float]:
     return NEW / a, NEW / b
 
 
-def fine_tune_step(ours_model, theirs, repeats: int) -> tuple[float, float]:
+def fine_tune_step(ours_model, theirs, repeats: int) -> tuple[float, float, float | None, float | None]:
+    """Seconds per step: ours in float32, theirs, and ours with `train --dtype bfloat16` (None where the
+    CPU has no bfloat16 arithmetic); and the loss of one batch under that autocast minus float32's."""
     from makemore.models.base import onednn
-    from makemore.train import TrainConfig, loss_fn, make_optimizer
+    from makemore.train import TrainConfig, bfloat16_native, loss_fn, make_optimizer, mixed_precision
 
     g = torch.Generator().manual_seed(2)
     x = torch.randint(VOCAB, (BATCH, BLOCK + 1), generator=g)
@@ -109,9 +118,10 @@ def fine_tune_step(ours_model, theirs, repeats: int) -> tuple[float, float]:
     theirs.train()
     their_opt = torch.optim.AdamW(theirs.parameters(), lr=1e-5, weight_decay=0.1)
 
-    def ours():
-        with onednn(ours_model.onednn):
-            loss = loss_fn(ours_model(x[:, :-1]), x[:, 1:])
+    def ours(dtype: str = "float32"):
+        with onednn(ours_model.onednn or dtype == "bfloat16"):  # as the training loop's step
+            with mixed_precision(TrainConfig(dtype=dtype)):
+                loss = loss_fn(ours_model(x[:, :-1]), x[:, 1:])
             opt.zero_grad()
             loss.backward()
         opt.step(opt.grad_norm(), 1.0)
@@ -123,8 +133,19 @@ def fine_tune_step(ours_model, theirs, repeats: int) -> tuple[float, float]:
         torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
         their_opt.step()
 
-    ours(), hf()
-    return median_pair(ours, hf, repeats)
+    fns = {"ours": ours, "theirs": hf} | ({"bf16": lambda: ours("bfloat16")} if bfloat16_native("cpu") else {})
+    for fn in fns.values():
+        fn()  # warm up
+    m = medians(fns, repeats)
+    gap = None
+    if "bf16" in fns:
+        with torch.no_grad(), onednn(True):
+            losses = []
+            for dtype in ("float32", "bfloat16"):
+                with mixed_precision(TrainConfig(dtype=dtype)):
+                    losses.append(float(loss_fn(ours_model(x[:, :-1]), x[:, 1:])))
+        gap = losses[1] - losses[0]
+    return m["ours"], m["theirs"], m.get("bf16"), gap
 
 
 def bfloat16_loss(run: Path) -> tuple[float, float]:
@@ -191,6 +212,9 @@ def main() -> None:
         {"measure": "generation, tokens/s (higher is better)", "ours": gen[0], "transformers": gen[1], "ratio": gen[0] / gen[1]},
         {"measure": "generation with bfloat16 weights, tokens/s", "ours": bf16_speed, "transformers": None, "ratio": None},
         {"measure": f"fine-tuning step, s (block {BLOCK}, batch {BATCH})", "ours": step[0], "transformers": step[1], "ratio": step[1] / step[0]},
+        {"measure": "fine-tuning step with --dtype bfloat16 (autocast), s", "ours": step[2], "transformers": step[1],
+         "ratio": step[1] / step[2] if step[2] else None},
+        {"measure": "loss of a batch under that autocast, minus float32's", "ours": step[3], "transformers": None, "ratio": None},
         {"measure": "import to first token, s", "ours": rss["ours"][0], "transformers": rss["theirs"][0], "ratio": rss["theirs"][0] / rss["ours"][0]},
         {"measure": "peak RSS import to first token, MB", "ours": rss["ours"][1], "transformers": rss["theirs"][1], "ratio": rss["theirs"][1] / rss["ours"][1]},
         {"measure": "peak RSS sampling 256 tokens, MB", "ours": rss["ours-sample"][1], "transformers": None, "ratio": None},
@@ -204,6 +228,8 @@ def main() -> None:
     table = Table("measure", "ours", "transformers", "ours' advantage",
                   title=f"GPT-2 124M ({weights_mb:.0f} MB of float32 weights), medians of {args.repeats}: {machine}")
     for r in rows:
+        if r["ours"] is None:
+            continue  # bfloat16 training where the CPU cannot
         table.add_row(r["measure"], f"{r['ours']:.3g}", "-" if r["transformers"] is None else f"{r['transformers']:.3g}",
                       "-" if r["ratio"] is None else f"{r['ratio']:.2f}x")
     Console().print(table)
