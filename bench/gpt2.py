@@ -109,7 +109,7 @@ def fine_tune_step(ours_model, theirs, repeats: int) -> tuple[float, float, floa
     """Seconds per step: ours in float32, theirs, and ours with `train --dtype bfloat16` (None where the
     CPU has no bfloat16 arithmetic); and the loss of one batch under that autocast minus float32's."""
     from makemore.models.base import onednn
-    from makemore.train import TrainConfig, bfloat16_native, loss_fn, make_optimizer, mixed_precision
+    from makemore.train import TrainConfig, bfloat16_native, loss_fn, make_optimizer, mixed_precision, training_loss
 
     g = torch.Generator().manual_seed(2)
     x = torch.randint(VOCAB, (BATCH, BLOCK + 1), generator=g)
@@ -121,7 +121,7 @@ def fine_tune_step(ours_model, theirs, repeats: int) -> tuple[float, float, floa
     def ours(dtype: str = "float32"):
         with onednn(ours_model.onednn or dtype == "bfloat16"):  # as the training loop's step
             with mixed_precision(TrainConfig(dtype=dtype)):
-                loss = loss_fn(ours_model(x[:, :-1]), x[:, 1:])
+                loss = training_loss(ours_model(x[:, :-1]), x[:, 1:])
             opt.zero_grad()
             loss.backward()
         opt.step(opt.grad_norm(), 1.0)

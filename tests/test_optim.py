@@ -1,12 +1,21 @@
-"""The trainer's AdamW computes what torch.optim.AdamW does after clip_grad_norm_."""
+"""The trainer's AdamW computes what torch.optim.AdamW does after clip_grad_norm_; its cross-entropy
+for many logits, what F.cross_entropy does."""
 
+import importlib
 import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
+from torch.nn import functional as F
 
+from makemore.data import IGNORE
 from makemore.optim import AdamW
+from makemore.train import CrossEntropy, training_loss
+
+train_module = importlib.import_module("makemore.train")  # the module: the package's `train` is the function
 
 
 def model_and_batches(seed: int):
@@ -190,3 +199,36 @@ def test_weight_average_is_saved_and_resumed():
     without = AdamW(groups(twin, 0.1), lr=1e-2)  # a run without an average ignores a saved one
     without.load_state_dict(saved)
     assert without.weight_average is None and "average" not in without.state_dict()["state"][0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 200), vocab=st.integers(2, 70), ignored=st.floats(0.0, 0.9), scale=st.floats(0.1, 30.0),
+       seed=st.integers(0, 2**31 - 1))
+def test_the_training_cross_entropy_equals_torchs_loss_and_gradient(rows, vocab, ignored, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(rows, vocab, generator=g) * scale  # large scales: logits far apart, as a trained model's
+    targets = torch.randint(vocab, (rows,), generator=g)
+    targets[torch.rand(rows, generator=g) < ignored] = IGNORE
+    targets[0] = 0  # at least one target counts
+    theirs = logits.clone().requires_grad_()
+    want = F.cross_entropy(theirs, targets, ignore_index=IGNORE)
+    want.backward()
+    ours = logits.clone().requires_grad_()
+    got = CrossEntropy.apply(ours * 1, targets)  # an operation's output, as the model's logits are
+    assert got.grad_fn.name() == "CrossEntropyBackward"  # our function, not torch's
+    got.backward()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-5, atol=1e-6)  # softmax minus one near 1: rounding
+
+
+def test_the_training_cross_entropy_takes_only_many_float32_logits_an_operation_made(monkeypatch):
+    monkeypatch.setattr(train_module, "FUSED_LOGITS", 35)
+    targets = torch.randint(7, (1, 5))
+    assert training_loss(torch.randn(1, 5, 7, requires_grad=True) * 1, targets).grad_fn.name() == "CrossEntropyBackward"
+    assert training_loss(torch.randn(1, 4, 7, requires_grad=True) * 1, targets[:, :4]).grad_fn.name() != "CrossEntropyBackward"  # 28 < 35
+    leaf = torch.randn(1, 5, 7, requires_grad=True)  # its backward would write into the tensor itself
+    before = leaf.detach().clone()
+    training_loss(leaf, targets).backward()
+    assert torch.equal(leaf.detach(), before)
+    half = (torch.randn(1, 5, 7, requires_grad=True) * 1).bfloat16()  # torch upcasts bfloat16 logits itself
+    assert training_loss(half, targets).grad_fn.name() != "CrossEntropyBackward"
