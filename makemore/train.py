@@ -249,20 +249,24 @@ class CrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        lse = torch.cat([torch.logsumexp(part, -1) for part in logits.split(CrossEntropy.ROWS)])
+        lse = torch.cat([torch.logsumexp(part.float(), -1) for part in logits.split(CrossEntropy.ROWS)])  # float32 always
         keep = targets != IGNORE
         safe = torch.where(keep, targets, 0)
         n = keep.sum()
         ctx.save_for_backward(logits, safe, lse, keep, n)
-        return ((lse - logits.gather(1, safe[:, None])[:, 0]) * keep).sum() / n
+        return ((lse - logits.gather(1, safe[:, None])[:, 0].float()) * keep).sum() / n
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         logits, safe, lse, keep, n = ctx.saved_tensors
+        rows = CrossEntropy.ROWS
         scale = grad / n * keep
-        for part, l, s in zip(logits.split(CrossEntropy.ROWS), lse.split(CrossEntropy.ROWS), scale.split(CrossEntropy.ROWS)):
-            part.sub_(l[:, None]).exp_().mul_(s[:, None])  # softmax, scaled
-        logits[torch.arange(len(safe), device=safe.device), safe] -= scale  # minus one-hot
+        for part, l, s, t in zip(logits.split(rows), lse.split(rows), scale.split(rows), safe.split(rows)):
+            p = part.float()  # the rows themselves when they are float32; bfloat16 ones are worked on in float32
+            p.sub_(l[:, None]).exp_().mul_(s[:, None])  # softmax, scaled
+            p[torch.arange(len(t), device=t.device), t] -= s  # minus one-hot
+            if p is not part:
+                part.copy_(p)  # the gradient in the logits' dtype, as autocast's cast would give it
         return logits, None
 
 
@@ -272,9 +276,10 @@ FUSED_LOGITS = 1 << 21  # from this many logits on, `CrossEntropy` is faster: 2,
 
 def training_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The loss a training step takes the gradient of: `loss_fn`, through `CrossEntropy` where the
-    logits are many (FUSED_LOGITS), float32 (bfloat16 ones keep torch's float32 upcast) and an
-    operation's output."""
-    if logits.numel() >= FUSED_LOGITS and logits.dtype == torch.float32 and logits.grad_fn is not None:
+    logits are many (FUSED_LOGITS) and an operation's output (never a tensor of the caller's own,
+    which its backward would overwrite). Float32 or bfloat16 logits (`--dtype bfloat16`: it works
+    in float32 a few rows at a time, where torch would upcast them all)."""
+    if logits.numel() >= FUSED_LOGITS and logits.dtype in (torch.float32, torch.bfloat16) and logits.grad_fn is not None:
         return CrossEntropy.apply(logits.flatten(0, 1), targets.flatten())
     return loss_fn(logits, targets)
 

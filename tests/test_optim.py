@@ -230,5 +230,24 @@ def test_the_training_cross_entropy_takes_only_many_float32_logits_an_operation_
     before = leaf.detach().clone()
     training_loss(leaf, targets).backward()
     assert torch.equal(leaf.detach(), before)
-    half = (torch.randn(1, 5, 7, requires_grad=True) * 1).bfloat16()  # torch upcasts bfloat16 logits itself
+    half = (torch.randn(1, 5, 7, requires_grad=True) * 1).half()  # float16: torch's own
+    assert training_loss(half.float() * 1, targets).grad_fn.name() == "CrossEntropyBackward"
     assert training_loss(half, targets).grad_fn.name() != "CrossEntropyBackward"
+
+
+@settings(max_examples=20, deadline=None)
+@given(rows=st.integers(1, 150), vocab=st.integers(2, 70), seed=st.integers(0, 2**31 - 1))
+def test_the_training_cross_entropy_of_bfloat16_logits_is_torchs_in_float32(rows, vocab, seed):
+    """As `--dtype bfloat16` runs it: torch upcasts bfloat16 logits to float32 for the loss, and its
+    gradient is cast back to bfloat16 on its way to the head."""
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(rows, vocab, generator=g) * 8).bfloat16()
+    targets = torch.randint(vocab, (rows,), generator=g)
+    theirs = logits.clone().requires_grad_()
+    want = F.cross_entropy(theirs.float(), targets)
+    want.backward()
+    ours = logits.clone().requires_grad_()
+    got = CrossEntropy.apply(ours * 1, targets)
+    got.backward()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=0.01, atol=1e-6)  # bfloat16 roundings of float32 gradients
