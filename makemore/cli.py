@@ -115,11 +115,14 @@ def training_progress(console: Console, quiet_evals: bool = False):
 
     def track(description: str):
         task = progress.add_task(description, total=1.0, step=0, loss="-", val="-", speed="-", threads="")
+        shown_at = [0.0]  # elapsed seconds at the last update
 
         def on_event(event: Step | Eval) -> None:
             if isinstance(event, Step):
-                if event.step % 10 == 0:
-                    speed = f"{event.step / event.elapsed:.0f}" if event.elapsed else "-"
+                if event.step % 10 == 0 or event.elapsed - shown_at[0] >= 1.0:  # every 10 steps, or each second of slow ones (GPT-2)
+                    shown_at[0] = event.elapsed
+                    rate = event.step / event.elapsed if event.elapsed else None
+                    speed = "-" if rate is None else f"{rate:.0f}" if rate >= 10 else f"{rate:.2g}"
                     progress.update(task, completed=event.progress, step=event.step, loss=f"{event.loss:.3f}", speed=speed,
                                     threads=f"{event.threads} thread{'s' if event.threads > 1 else ''}")
             else:

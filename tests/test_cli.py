@@ -1,5 +1,6 @@
 """The makemore command end to end through CliRunner, in a temporary folder."""
 
+import io
 import json
 
 import pytest
@@ -296,3 +297,21 @@ def test_data_lists_the_built_in_sets_and_train_takes_them_by_name(in_tmp):
     info = json.loads(run("info", "checkpoints/shakespeare-bigram", "--json").stdout)
     assert info["training"]["data"]["path"] == "builtin:shakespeare"
     assert run("eval", "-c", "checkpoints/shakespeare-bigram").exit_code == 0  # the test split, found again by name
+
+
+def test_the_training_bar_follows_slow_steps_each_second_and_fast_ones_every_ten():
+    from rich.console import Console
+
+    from makemore.cli import training_progress
+    from makemore.train import Step
+
+    progress, track = training_progress(Console(file=io.StringIO()))
+    on_event = track("run")
+    fields = progress.tasks[0].fields
+    for step in range(1, 10):  # fast: 10 ms apart, shown at the tenth
+        on_event(Step(step, 2.0, 1e-3, step * 0.01, step / 100, 1.0, 64, 1))
+    assert fields["step"] == 0
+    on_event(Step(10, 1.5, 1e-3, 0.1, 0.1, 1.0, 64, 1))
+    assert (fields["step"], fields["speed"]) == (10, "100")
+    on_event(Step(11, 1.4, 1e-3, 2.1, 0.11, 1.0, 64, 1))  # a GPT-2 step: two seconds later, shown at once
+    assert (fields["step"], fields["loss"], fields["speed"]) == (11, "1.400", "5.2")
