@@ -529,7 +529,7 @@ def eval_(
         raise MakemoreError(f"`limit` {limit}: must be at least 1")
     use_cache(cache_dir)
     ckpt = open_checkpoint(checkpoint_path)
-    result = runs.evaluate(ckpt, data_path, None if all_ else limit or items_for(ckpt.model, ckpt.model.config.block_size, TEST_ITEMS))
+    result = runs.evaluate(ckpt, data_path, None if all_ else limit or items_for(ckpt.model, TEST_ITEMS))
     if json:
         print_json(result)
         return

@@ -22,7 +22,6 @@ from makemore.errors import MakemoreError
 from makemore.plot import curves
 from makemore.run import Run, check_run_folder, evaluate
 from makemore.train import TEST_ITEMS, Eval, Step, TrainConfig, items_for
-from tokenizer import CharTokenizer
 from safeio.files import check_output, write_atomic
 
 
@@ -172,17 +171,21 @@ def measure_runs(paths: list[Path], data_path: str | Path | None, every: bool = 
     rows = []
     for path in paths:
         ckpt = checkpoint.load(path)
-        limit = None if every else items_for(ckpt.model, ckpt.model.config.block_size, TEST_ITEMS)
+        limit = None if every else items_for(ckpt.model, TEST_ITEMS)
         try:
             result = evaluate(ckpt, data_path, limit, split_of)
         except MakemoreError as e:
             raise MakemoreError(f"{path}: {e}") from None
         tok = ckpt.tokenizer
         rows.append({"run": str(path), "type": ckpt.model_type, "parameters": models.n_params(ckpt.model),
-                     "tokenizer": f"{'chars' if isinstance(tok, CharTokenizer) else 'BPE'} {tok.vocab_size:,}"} | result)
-        on = on if split_of else f"{result['data']} ({result['mode']} mode)"
-        del ckpt
+                     "tokenizer": f"{TOKENIZER_LABELS[tok.kind]} {tok.vocab_size:,}"} | result)
+        del ckpt  # before the next one is loaded
+    if split_of is None:
+        on = f"{result['data']} ({result['mode']} mode)"
     return sorted(rows, key=lambda r: r["bits_per_byte"]), on
+
+
+TOKENIZER_LABELS = {"char": "chars", "bpe": "BPE"}  # by `Tokenizer.kind`
 
 
 def runs_table(rows: list[dict], on: str) -> Table:

@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from makemore.data import IGNORE, Dataset, Items, Stream
 from makemore.distributed import SINGLE, Rank
 from makemore.errors import MakemoreError
+from makemore.models import n_params
 from makemore.models.base import LanguageModel, onednn
 from makemore.optim import AdamW
 from makemore.threads import Tuner
@@ -43,13 +44,12 @@ EVAL_WORK = 1 << 38  # parameters x positions an evaluation may cost by default:
 FEWEST_ITEMS = 16  # however large the model
 
 
-def items_for(model: nn.Module, block_size: int, most: int) -> int:
+def items_for(model: LanguageModel, most: int) -> int:
     """How many windows (or items) an evaluation of `model` measures by default: `most`, or fewer where
     that many would take minutes. GPT-2 124M at block 256 costs 3.2e10 parameters x positions a
     window, 1 s of a CPU core: 16 windows, not the 1,000 that cost a small model (1M parameters)
     seconds; every model trained from scratch on a CPU keeps `most`."""
-    n = sum(p.numel() for p in model.parameters())
-    return max(FEWEST_ITEMS, min(most, EVAL_WORK // max(1, n * block_size)))
+    return max(FEWEST_ITEMS, min(most, EVAL_WORK // max(1, n_params(model) * model.config.block_size)))
 
 
 class Diverged(Exception):
@@ -191,10 +191,9 @@ def resolve(cfg: TrainConfig, model: LanguageModel, kind: type[Dataset], fine_tu
     of it to fine-tune: the weights are already good), the kind's batch size, and how much each
     evaluation measures (`items_for`). Called once per run (`run.Run`); the loop takes the result as it is."""
     lr = cfg.lr or type(model).lr_for(kind.kind) * (FINE_TUNE_LR_SCALE if fine_tune else 1.0)
-    block = model.config.block_size
     return dataclasses.replace(cfg, lr=lr, batch_size=cfg.batch_size or kind.default_batch_size,
-                               eval_items=cfg.eval_items or items_for(model, block, EVAL_ITEMS),
-                               test_items=cfg.test_items or items_for(model, block, TEST_ITEMS))
+                               eval_items=cfg.eval_items or items_for(model, EVAL_ITEMS),
+                               test_items=cfg.test_items or items_for(model, TEST_ITEMS))
 
 
 def resolve_device(name: str) -> str:

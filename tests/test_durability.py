@@ -298,10 +298,10 @@ def test_bfloat16_where_the_machine_lacks_it_or_another_dtype_is_one_line(toy, m
 def test_evaluations_measure_fewer_windows_of_a_model_too_large_for_a_thousand(monkeypatch):
     model = Transformer(TransformerConfig(vocab_size=10, block_size=8, n_layer=1, n_embd=8, n_head=2))
     n = sum(p.numel() for p in model.parameters())
-    assert train_module.items_for(model, 8, 1000) == 1000  # small: the default, as before
+    assert train_module.items_for(model, 1000) == 1000  # small: the default, as before
     monkeypatch.setattr(train_module, "EVAL_WORK", n * 8 * 100)
-    assert train_module.items_for(model, 8, 1000) == 100 and train_module.items_for(model, 8, 50) == 50
+    assert train_module.items_for(model, 1000) == 100 and train_module.items_for(model, 50) == 50
     monkeypatch.setattr(train_module, "EVAL_WORK", 1)
-    assert train_module.items_for(model, 8, 1000) == train_module.FEWEST_ITEMS
+    assert train_module.items_for(model, 1000) == train_module.FEWEST_ITEMS
     cfg = train_module.resolve(train_module.TrainConfig(eval_items=7), model, Lines)
     assert (cfg.eval_items, cfg.test_items) == (7, train_module.FEWEST_ITEMS)  # a given number is kept
