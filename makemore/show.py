@@ -25,7 +25,8 @@ from makemore import diagnostics as diagnosing
 from makemore.checkpoint import Checkpoint
 from makemore.errors import MakemoreError
 from makemore.plot import EXTRA, matplotlib_pyplot
-from safeio.files import shown, write_atomic
+from makemore.sample import encode_prompt
+from safeio.files import write_atomic
 
 GRID_LABELS = 40  # a count grid larger than this many tokens a side is drawn without text in its cells
 
@@ -110,7 +111,7 @@ def counts(path: str | Path | None, ckpt: Checkpoint | None = None, smoothing: f
         src = data.source_of(ckpt.training.data, str(ckpt.path))
     else:
         src = data.read_source(path)
-    mode = data.kind_of(ckpt.training.data).kind if ckpt is not None else data.choose("auto", src.text)[0].kind
+    mode = ckpt.training.kind.kind if ckpt is not None else data.choose("auto", src.head, src.name)[0].kind  # as `train` decides
     if ckpt is not None:
         tok = ckpt.tokenizer
     else:
@@ -226,12 +227,8 @@ def attention(ckpt: Checkpoint, prompt: str) -> dict:
     model, tok = ckpt.model, ckpt.tokenizer
     if not hasattr(model, "attention"):
         raise MakemoreError(f"{ckpt.path}: a {ckpt.model_type} model has no attention; `show attention` needs a transformer")
-    kind = data.kind_of(ckpt.training.data)
-    try:
-        ids = data.encode_text(tok, data.normalize(prompt))
-    except tokenizers.TokenizerError as e:
-        raise MakemoreError(f"`prompt` {shown(prompt)}: {e}") from None
-    if kind.kind == "lines":
+    ids = encode_prompt(tok, prompt, "`prompt`")
+    if ckpt.training.kind.kind == "lines":  # the run's own kind (an imported model's is text)
         ids = [tok.eot_id, *ids]
     if not ids:
         raise MakemoreError("`prompt`: empty; give some text to attend over")

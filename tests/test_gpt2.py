@@ -226,3 +226,12 @@ def test_fine_tune_resumes_exactly_then_exports_with_equal_logits(tiny):
     ids = torch.randint(a.tokenizer.vocab_size, (2, 64), generator=torch.Generator().manual_seed(3))  # all 64 positions
     with torch.no_grad():
         torch.testing.assert_close(hf_logits(root / "ft-out", ids), b.model(ids), atol=1e-5, rtol=0)
+
+
+def test_show_attention_reads_an_imported_model_as_text_from_its_first_token(tiny):
+    root, folder, _ = tiny
+    ckpt = imported(root, folder)
+    from makemore import show
+
+    result = show.attention(ckpt, "the bird sang")  # an imported model has no data record: text, so no boundary token first
+    assert len(result["tokens"]) == len(ckpt.tokenizer.encode_ordinary("the bird sang"))
