@@ -249,8 +249,18 @@ def training_of(path: str | Path) -> TrainingRecord:
         raise MakemoreError(f"{path}: damaged checkpoint metadata ({type(e).__name__}: {e})") from None
 
 
-def load(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None) -> Checkpoint:
-    """Read a checkpoint written by `save` (its weights in `dtype`, default as stored: float32); every
+def tokenizer_of(path: str | Path) -> Tokenizer:
+    """The tokenizer of the checkpoint at `path`, read from its header alone."""
+    path, _, _, meta = opened(path)
+    try:
+        return tokenizers.from_dict(parse_json(meta.get("tokenizer", "null"), str(path), "tokenizer"))
+    except (TypeError, ValueError, tokenizers.TokenizerError) as e:
+        raise MakemoreError(f"{path}: damaged checkpoint metadata ({type(e).__name__}: {e})") from None
+
+
+def load(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None, for_decoding: bool = True) -> Checkpoint:
+    """Read a checkpoint written by `save` (its weights in `dtype`, default as stored: float32), laid out
+    for decoding on a CPU unless it is to be trained or written out (`for_decoding` False); every
     problem is a MakemoreError naming the file."""
     path, head, header, meta = opened(path)
     try:
@@ -275,8 +285,8 @@ def load(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None
     except (KeyError, TypeError, ValueError, RuntimeError, RecursionError, tokenizers.TokenizerError) as e:
         raise MakemoreError(f"{path}: damaged checkpoint metadata ({type(e).__name__}: {e})") from None
     model = allocate(lambda: models.build(model_type, config), dtype)
-    if torch.device(device).type == "cpu":
-        lay_out_for_decoding(model)  # a loaded model mostly samples, scores, evaluates; training lays it out again
+    if for_decoding and torch.device(device).type == "cpu":
+        lay_out_for_decoding(model)
     try:
         with open(path, "rb") as f:
             fill(model, f, {k: e for k, e in table.items() if not k.startswith(STATE)})

@@ -30,7 +30,7 @@ from makemore.chat import Conversation, Dropped
 from makemore.errors import MakemoreError
 from makemore.pairs import check_template
 from makemore.sample import Output, Piece, Request, Sampling
-from makemore.train import EVAL_ITEMS, TEST_ITEMS, Diverged, Eval, Step, TrainConfig, items_for, resolve_device
+from makemore.train import EVAL_ITEMS, TEST_ITEMS, Diverged, Eval, Step, TrainConfig, resolve_device
 from safeio.cli import clean_errors, flags, print_json, stderr, tolerant_streams
 from safeio.files import check_output, decode_text, read_input, read_stdin, shown
 from tokenizer import cli as tokenizer_cli
@@ -188,7 +188,7 @@ def train(
     if resume:
         run = runs.Run.resume(resume, data_path, max_steps, max_seconds, dev, rank, thread_count(threads))
     elif init_from:
-        folder = out_dir or runs.default_folder(data_path, checkpoint.load(init_from).model_type)
+        folder = out_dir or runs.default_folder(data_path, str(checkpoint.opened(init_from)[3].get("model_type")))  # its header: `fine_tune` loads and checks it
         run = runs.Run.fine_tune(folder, init_from, data_path, cfg, mode, overwrite, rank, pair_options(template, truncate), block_size)
     else:
         run = runs.Run.fresh(out_dir or runs.default_folder(data_path, type or "transformer"), data_path, type or "transformer", cfg,
@@ -529,7 +529,7 @@ def eval_(
         raise MakemoreError(f"`limit` {limit}: must be at least 1")
     use_cache(cache_dir)
     ckpt = open_checkpoint(checkpoint_path)
-    result = runs.evaluate(ckpt, data_path, None if all_ else limit or items_for(ckpt.model, TEST_ITEMS))
+    result = runs.evaluate(ckpt, data_path, limit, every=all_)
     if json:
         print_json(result)
         return

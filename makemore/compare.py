@@ -21,7 +21,7 @@ from makemore import checkpoint, data, models
 from makemore.errors import MakemoreError
 from makemore.plot import curves
 from makemore.run import Run, check_run_folder, evaluate
-from makemore.train import TEST_ITEMS, Eval, Step, TrainConfig, items_for
+from makemore.train import Eval, Step, TrainConfig
 from safeio.files import check_output, write_atomic
 
 
@@ -157,7 +157,7 @@ def measure_runs(paths: list[Path], data_path: str | Path | None, every: bool = 
     """Each run's test loss, bits per character and bits per byte on the file at `data_path`, or else on
     the test split of the first run that was trained on data (an imported model was not), each
     through its own tokenizer; sorted by bits per byte, the figure that compares a character model
-    with a BPE one. Each run measures its default windows (`items_for`), or all with `every`. Also
+    with a BPE one. Each run measures its default windows (`run.evaluate`), or all with `every`. Also
     says what they were measured on. One model is in memory at a time."""
     split_of = None
     if data_path is None:
@@ -171,9 +171,8 @@ def measure_runs(paths: list[Path], data_path: str | Path | None, every: bool = 
     rows = []
     for path in paths:
         ckpt = checkpoint.load(path)
-        limit = None if every else items_for(ckpt.model, TEST_ITEMS)
         try:
-            result = evaluate(ckpt, data_path, limit, split_of)
+            result = evaluate(ckpt, data_path, every=every, split_of=split_of)
         except MakemoreError as e:
             raise MakemoreError(f"{path}: {e}") from None
         tok = ckpt.tokenizer

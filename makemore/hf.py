@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from makemore import checkpoint, memory, models, tensorfile
+from makemore import checkpoint, diagnostics, memory, models, tensorfile
 from makemore.checkpoint import Checkpoint, TrainingRecord
 from makemore.errors import MakemoreError
 from makemore.models.transformer import TransformerConfig
@@ -164,14 +164,9 @@ def fill(model, shards: list[Path], tied: bool) -> None:
                     continue
                 if key not in by_name:
                     raise MakemoreError(f"{shard}: tensor {name} is no weight of a GPT-2 of this config.json")
-                ours_name, t, transposed = by_name[key]
+                _, t, transposed = by_name[key]
                 try:
-                    if transposed:
-                        if entry.shape[::-1] != tuple(t.shape):
-                            raise ValueError(f"shape {list(entry.shape)} in the file, {list(t.shape)} wanted (transposed)")
-                        t.data.copy_(tensorfile.read(f, entry).t())
-                    else:
-                        tensorfile.read_into(f, entry, t.data)
+                    tensorfile.read_into(f, entry, t.data.t() if transposed else t.data)  # a Conv1D's (in, out) through a view
                 except ValueError as e:
                     raise MakemoreError(f"{shard}: tensor {name}: {e}") from None
                 if not tensorfile.finite(t.data):
@@ -208,7 +203,7 @@ def import_folder(sources: list[Path], out: Path, overwrite: bool = False) -> Ch
         origin = {"format": "huggingface", "model_type": "gpt2", "mode": "text", "path": str(shards[0].parent.resolve()),
                   "files": sorted(p.name for p in [*shards, *files.values()] if p.suffix in (".json", ".txt", ".safetensors"))}
         ckpt = Checkpoint("transformer", model.eval(), tok, TrainingRecord(origin=origin))
-        for name in (checkpoint.LAST, runs.METRICS):
+        for name in (checkpoint.LAST, runs.METRICS, diagnostics.FILENAME):  # an earlier run's state and curves, as `run.start_fresh` clears
             (out / name).unlink(missing_ok=True)
         ckpt.path = checkpoint.save(ckpt, out / checkpoint.FILENAME)
     except BaseException:
@@ -270,7 +265,7 @@ def earlier_export(out: Path) -> bool:
 
 def export_folder(run: Path, out: Path) -> list[Path]:
     """The run's best model as a Hugging Face GPT-2 folder `out` (config.json, model.safetensors, tokenizer.json)."""
-    ckpt = checkpoint.load(run)
+    ckpt = checkpoint.load(run, for_decoding=False)  # written out row by row, as stored
     why = incompatible(ckpt)
     if why:
         raise MakemoreError(f"{ckpt.path}: cannot export as Hugging Face GPT-2: {why}")

@@ -104,11 +104,10 @@ def x_values(metrics: list[dict], evals: list[dict], x: str, path: Path) -> list
 def bits_per_nat(run: Path) -> float:
     """Bits per character per nat per token of a run: its test split's ratio (characters per token differ
     with the tokenizer), or 1 / ln 2 for characters (one token per character, an item's end counted)."""
-    ckpt = checkpoint.load(run)
-    t = ckpt.training
+    t = checkpoint.training_of(run)  # the header alone: no weights are needed
     if t.test_loss and t.test_bits_per_char is not None:
         return t.test_bits_per_char / t.test_loss
-    if ckpt.tokenizer.kind == "char":
+    if checkpoint.tokenizer_of(run).kind == "char":
         return 1 / math.log(2)
     raise MakemoreError(f"{run}: no test result to turn nats per token into bits per character; finish the run or use `y` loss")
 

@@ -28,7 +28,7 @@ from makemore.distributed import SINGLE, Rank
 from makemore.errors import MakemoreError
 from makemore.models.base import LanguageModel
 from makemore.runlock import RunLock
-from makemore.train import TEST_ITEMS, Eval, Step, TrainConfig, TrainState, evaluate as evaluate_split, loss_fn, make_optimizer, resolve, train
+from makemore.train import TEST_ITEMS, Eval, Step, TrainConfig, TrainState, evaluate as evaluate_split, items_for, loss_fn, make_optimizer, resolve, train
 from safeio.files import check_folder, check_output, finite
 
 METRICS = "metrics.jsonl"
@@ -90,7 +90,7 @@ class Run:
         """The model, config and tokenizer of the checkpoint at `source_path`, trained on new data (with
         a shorter `block_size` where the model's positions allow: GPT-2's 1024 is slow on a CPU); an
         evaluation at step 0 shows where it starts, and the learning rate defaults lower (`resolve`)."""
-        source = checkpoint.load(source_path)
+        source = checkpoint.load(source_path, for_decoding=False)  # to train: the optimizer lays the weights out
         if block_size is not None:
             source.model.config = shorter_block(source.model.config, block_size, source.model_type)
         check_run_folder(folder, [data_path, source.path], overwrite)
@@ -120,7 +120,7 @@ class Run:
         last = folder / checkpoint.LAST
         if not last.is_file():
             raise MakemoreError(f"`resume` {folder}: no {checkpoint.LAST} there: nothing to resume (train it without `resume`)")
-        ckpt = checkpoint.load(last)
+        ckpt = checkpoint.load(last, for_decoding=False)
         rec = ckpt.training
         if not rec.options or not rec.data:
             raise MakemoreError(f"{last}: damaged checkpoint metadata (no training options or data record)")
@@ -140,7 +140,7 @@ class Run:
         if dataset.sha256 != rec.data["sha256"]:
             raise MakemoreError(f"{stored}: the file has changed since this run started; it cannot be resumed exactly")
         dataset.name = rec.data["name"]  # as the run knew it (it was read from the recorded absolute path)
-        best = checkpoint.load(folder / checkpoint.FILENAME) if (folder / checkpoint.FILENAME).is_file() else None
+        best = checkpoint.load(folder / checkpoint.FILENAME, for_decoding=False) if (folder / checkpoint.FILENAME).is_file() else None
         cfg = resolve(cfg, ckpt.model, type(dataset))
         state = TrainState(optimizer=make_optimizer(ckpt.model, cfg), best_weights=best.model.state_dict() if best else None)
         try:
@@ -383,11 +383,13 @@ def measure(model, split, limit: int | None, bytes_per_char: float = 1.0) -> dic
     return metrics(loss, n_tokens, n_chars, bytes_per_char) | {"covered": split.covered(limit), "of": len(split), "unit": unit}
 
 
-def evaluate(ckpt: Checkpoint, path: str | Path | None = None, limit: int | None = TEST_ITEMS,
+def evaluate(ckpt: Checkpoint, path: str | Path | None = None, limit: int | None = None, every: bool = False,
              split_of: TrainingRecord | None = None) -> dict:
-    """Metrics of `ckpt` on `limit` items or windows (None: all) of the file at `path`, or, when `path`
-    is None, of the test split of the run `split_of` describes (default: its own; `compare --run`
-    measures several runs on one split, each through its own tokenizer)."""
+    """Metrics of `ckpt` on `limit` items or windows (default: as many as its size allows, `items_for`;
+    all of them with `every`) of the file at `path`, or, when `path` is None, of the test split of the
+    run `split_of` describes (default: its own; `compare --run` measures several runs on one split,
+    each through its own tokenizer)."""
+    limit = None if every else limit or items_for(ckpt.model, TEST_ITEMS)
     block_size = ckpt.model.config.block_size
     if path is None:
         record = split_of or ckpt.training
