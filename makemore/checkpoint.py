@@ -25,7 +25,7 @@ from safetensors.torch import load as st_load
 import tokenizer as tokenizers
 from makemore import data, memory, models, tensorfile
 from makemore.errors import MakemoreError
-from makemore.models.base import LanguageModel, lay_out_for_decoding
+from makemore.models.base import LanguageModel
 from safeio.files import check_readable, read_input, write_atomic
 from tokenizer import Tokenizer
 
@@ -258,9 +258,8 @@ def tokenizer_of(path: str | Path) -> Tokenizer:
         raise MakemoreError(f"{path}: damaged checkpoint metadata ({type(e).__name__}: {e})") from None
 
 
-def load(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None, for_decoding: bool = True) -> Checkpoint:
-    """Read a checkpoint written by `save` (its weights in `dtype`, default as stored: float32), laid out
-    for decoding on a CPU unless it is to be trained or written out (`for_decoding` False); every
+def load(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None) -> Checkpoint:
+    """Read a checkpoint written by `save` (its weights in `dtype`, default as stored: float32); every
     problem is a MakemoreError naming the file."""
     path, head, header, meta = opened(path)
     try:
@@ -285,8 +284,6 @@ def load(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None
     except (KeyError, TypeError, ValueError, RuntimeError, RecursionError, tokenizers.TokenizerError) as e:
         raise MakemoreError(f"{path}: damaged checkpoint metadata ({type(e).__name__}: {e})") from None
     model = allocate(lambda: models.build(model_type, config), dtype)
-    if for_decoding and torch.device(device).type == "cpu":
-        lay_out_for_decoding(model)
     try:
         with open(path, "rb") as f:
             fill(model, f, {k: e for k, e in table.items() if not k.startswith(STATE)})

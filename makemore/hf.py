@@ -265,7 +265,7 @@ def earlier_export(out: Path) -> bool:
 
 def export_folder(run: Path, out: Path) -> list[Path]:
     """The run's best model as a Hugging Face GPT-2 folder `out` (config.json, model.safetensors, tokenizer.json)."""
-    ckpt = checkpoint.load(run, for_decoding=False)  # written out row by row, as stored
+    ckpt = checkpoint.load(run)
     why = incompatible(ckpt)
     if why:
         raise MakemoreError(f"{ckpt.path}: cannot export as Hugging Face GPT-2: {why}")

@@ -90,7 +90,7 @@ class Run:
         """The model, config and tokenizer of the checkpoint at `source_path`, trained on new data (with
         a shorter `block_size` where the model's positions allow: GPT-2's 1024 is slow on a CPU); an
         evaluation at step 0 shows where it starts, and the learning rate defaults lower (`resolve`)."""
-        source = checkpoint.load(source_path, for_decoding=False)  # to train: the optimizer lays the weights out
+        source = checkpoint.load(source_path)
         if block_size is not None:
             source.model.config = shorter_block(source.model.config, block_size, source.model_type)
         check_run_folder(folder, [data_path, source.path], overwrite)
@@ -120,7 +120,7 @@ class Run:
         last = folder / checkpoint.LAST
         if not last.is_file():
             raise MakemoreError(f"`resume` {folder}: no {checkpoint.LAST} there: nothing to resume (train it without `resume`)")
-        ckpt = checkpoint.load(last, for_decoding=False)
+        ckpt = checkpoint.load(last)
         rec = ckpt.training
         if not rec.options or not rec.data:
             raise MakemoreError(f"{last}: damaged checkpoint metadata (no training options or data record)")
@@ -140,7 +140,7 @@ class Run:
         if dataset.sha256 != rec.data["sha256"]:
             raise MakemoreError(f"{stored}: the file has changed since this run started; it cannot be resumed exactly")
         dataset.name = rec.data["name"]  # as the run knew it (it was read from the recorded absolute path)
-        best = checkpoint.load(folder / checkpoint.FILENAME, for_decoding=False) if (folder / checkpoint.FILENAME).is_file() else None
+        best = checkpoint.load(folder / checkpoint.FILENAME) if (folder / checkpoint.FILENAME).is_file() else None
         cfg = resolve(cfg, ckpt.model, type(dataset))
         state = TrainState(optimizer=make_optimizer(ckpt.model, cfg), best_weights=best.model.state_dict() if best else None)
         try:

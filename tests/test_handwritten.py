@@ -1,16 +1,21 @@
 """The code written by hand where a library has it, held to the library: the optimizer without torch's
-private fused kernel, the checkpoint writer against safetensors' reader, dropout against F.dropout.
+private fused kernel, the checkpoint writer against safetensors' reader, dropout against F.dropout,
+the chunked one-row product against nn.Linear.
 (The recurrences' gradients are compared with torch's in test_recurrent.py, the optimizer's fused
 path with torch.optim in test_optim.py; bench/handwritten.py measures what each piece buys.)"""
 
+import pytest
 import safetensors
 import safetensors.torch
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
 
 from makemore.checkpoint import serialize
-from makemore.models.transformer import dropout
+from makemore.models.base import Linear, row_chunks
+from makemore.models.transformer import Transformer, TransformerConfig, dropout
 from makemore.optim import AdamW
 
 
@@ -88,3 +93,53 @@ def test_dropout_drops_as_often_as_torchs_and_scales_alike():
         assert len(kept) == len(torch_kept) == 1
         assert float(kept) == float(torch.tensor(1 / (1 - round(p * 65536) / 65536)))  # exactly, in float32
         assert abs(float(kept) / float(torch_kept) - 1) <= 1 / 65536 / (1 - p)  # and torch's up to that rounding
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 70_000))
+def test_row_chunks_are_the_fewest_from_16_that_divide_the_rows_into_16_or_more(rows):
+    k = row_chunks(rows)
+    parts = [j for j in range(16, rows // 16 + 1) if rows % j == 0]
+    assert k == (parts[0] if parts else 1)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from([256, 768, 2_304, 4_099, 50_257]), st.integers(512, 800), st.booleans(), st.integers(0, 2**16))
+def test_a_one_row_product_in_chunks_equals_nn_linears(out, n, bias, seed):
+    torch.manual_seed(seed)
+    ours = Linear(n, out, bias=bias)
+    assert (ours.chunks > 1) == (out != 4_099)  # a prime output stays whole
+    plain = nn.Linear(n, out, bias=bias)
+    plain.load_state_dict(ours.state_dict())  # the same parameters, by the same names
+    x = torch.randn(1, n)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), plain(x), rtol=1e-5, atol=1e-5)
+        assert torch.equal(ours(x.repeat(3, 1)), plain(x.repeat(3, 1)))  # more rows: the plain product itself
+        ours.bfloat16(), plain.bfloat16()
+        assert torch.equal(ours(x.bfloat16()), plain(x.bfloat16()))  # bfloat16: the plain product (its batched one is slower)
+
+
+def test_a_one_row_product_in_chunks_has_nn_linears_gradients():
+    torch.manual_seed(3)
+    ours, plain = Linear(256, 512), nn.Linear(256, 512)
+    plain.load_state_dict(ours.state_dict())
+    assert ours.chunks == 16
+    x = torch.randn(1, 256, requires_grad=True)
+    grads = [torch.autograd.grad(layer(x).square().sum(), [x, layer.weight, layer.bias]) for layer in (ours, plain)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_a_transformer_decodes_through_chunked_products_as_its_forward_computes(tie):
+    torch.manual_seed(4)
+    config = TransformerConfig(vocab_size=512, block_size=16, n_embd=256, n_head=4, n_layer=2, dropout=0.0,
+                               tie_head=tie, head_bias=not tie)
+    model = Transformer(config).eval()
+    assert [m.chunks for m in (model.blocks[0].attn.qkv, model.blocks[0].mlp[0], model.head)] == [16, 16, 16]
+    ids = torch.randint(512, (1, 12))
+    with torch.no_grad():
+        whole = model(ids)[0]  # 12 rows: plain products
+        state = model.init_state(1)
+        steps = [model.step(ids[:, t : t + 1], state)[0][0, 0] for t in range(12)]  # one row each: chunked
+    torch.testing.assert_close(torch.stack(steps), whole, rtol=1e-4, atol=1e-5)

@@ -115,25 +115,38 @@ def onednn(enabled: bool) -> Iterator[None]:
         torch.backends.mkldnn.enabled = before
 
 
-def lay_out_for_decoding(model: nn.Module) -> None:
-    """Store each `nn.Linear` weight that does not narrow (as many outputs as inputs, or more) column
-    by column: the same (out, in) tensor with transposed strides, its memory as (in, out). Decoding
-    multiplies one row by every weight, reading them all from memory per token, and a one-row
-    product streams memory fastest along the longer side. On a 2-core EPYC, one thread, float32,
-    in GB/s column by column against row by row: 768 -> 3072 18-19 against 12, GPT-2's head
-    768 -> 50,257 25 against 12.5, 768 -> 768 15 against 13; 3072 -> 768 is faster row by row (17
-    against 14), so narrowing weights stay. Larger products (training, evaluation) run as fast
-    either way, and the training loop's optimizer lays its parameters out again anyway
-    (`optim.AdamW`). A tied embedding goes with its head: a lookup reads its columns. Float32 only:
-    bfloat16 products of a weight laid out so take a slow kernel (GPT-2 decoding fell from 33 to
-    3.3 tokens/s). Call it on an allocated CPU model before its weights are read into it."""
-    moved: dict[int, nn.Parameter] = {}
-    for module in model.modules():
-        if isinstance(module, nn.Linear) and module.out_features >= module.in_features and module.weight.dtype == torch.float32:
-            w = module.weight
-            if id(w) not in moved:
-                moved[id(w)] = nn.Parameter(w.new_empty(w.shape[::-1]).t(), requires_grad=w.requires_grad)
-    for module in model.modules():  # every holder of a moved weight, so a tied one stays tied
-        for name, p in list(module.named_parameters(recurse=False)):
-            if id(p) in moved:
-                setattr(module, name, moved[id(p)])
+class Linear(nn.Linear):
+    """`nn.Linear` whose product of one row (a decoding step: one position of one sequence) runs as a
+    batched product of row chunks. A decoding step reads every weight from memory for a single row,
+    and for that shape MKL's float32 kernel (gemv) streams memory at about half the speed of its
+    batched product, which also shares the chunks among threads where gemv stays on one. On a 2-core
+    EPYC, GB/s, one thread: GPT-2's 768 -> 2,304 12.5 against 24, 3,072 -> 768 16 against 23; two
+    threads: 12-17 against 34-45 (docs/performance.md, GPT-2). The same sums in another order: equal
+    up to rounding. bfloat16 stays on the plain product (its batched one is slower), as does every
+    other shape; the parameters and their names are `nn.Linear`'s."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias=bias)
+        self.chunks = row_chunks(out_features) if in_features * out_features >= SPLIT_FROM else 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if self.chunks == 1 or x.shape[0] != 1 or x.dim() != 2 or x.dtype != torch.float32 or not x.is_cpu or not w.is_contiguous():
+            return super().forward(x)
+        k, (out, n) = self.chunks, w.shape
+        chunks, column = w.view(k, out // k, n), x.t().expand(k, n, 1)  # k products of (out/k, n) by (n, 1)
+        y = torch.bmm(chunks, column) if self.bias is None else torch.baddbmm(self.bias.view(k, out // k, 1), chunks, column)
+        return y.view(1, out)
+
+
+SPLIT_FROM = 1 << 17  # weights of fewer numbers (512 KB) stay in the cache, where the plain product is as fast or faster (names' 64 -> 256: 0.9x split)
+
+
+def row_chunks(rows: int, fewest: int = 16, least_rows: int = 16) -> int:
+    """Chunks for `Linear`'s one-row product: the fewest, at least `fewest`, that divide `rows` into
+    parts of `least_rows` or more (16 chunks or more keep every thread of a laptop busy; from 2 to
+    32 one thread runs as fast); 1, no split, where none does (a small or prime output)."""
+    for k in range(fewest, rows // least_rows + 1):
+        if rows % k == 0:
+            return k
+    return 1

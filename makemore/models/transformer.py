@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from makemore.errors import MakemoreError
-from makemore.models.base import LanguageModel, ModelConfig
+from makemore.models.base import LanguageModel, Linear, ModelConfig
 from safeio.files import shown
 
 
@@ -89,8 +89,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.n_head = config.n_head
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.qkv = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
 
     def forward(self, x: torch.Tensor, B: int, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B*T, C), the positions of B rows one after another; the same shape back."""
@@ -132,7 +132,7 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config)
         self.ln2 = nn.LayerNorm(C, eps=config.ln_eps, bias=bias)
         gelu = nn.GELU(approximate="none" if config.gelu == "exact" else "tanh")
-        self.mlp = nn.Sequential(nn.Linear(C, 4 * C, bias=bias), gelu, nn.Linear(4 * C, C, bias=bias))
+        self.mlp = nn.Sequential(Linear(C, 4 * C, bias=bias), gelu, Linear(4 * C, C, bias=bias))
         self.p = config.dropout  # on the attention and MLP outputs, not the attention weights: keeps SDPA's fast kernel
 
     def forward(self, x: torch.Tensor, B: int, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -181,7 +181,7 @@ class Transformer(LanguageModel):
         self.pos_emb = nn.Embedding(config.positions, config.n_embd)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.ln_eps, bias=config.bias)
-        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=config.head_bias)
+        self.head = Linear(config.n_embd, config.vocab_size, bias=config.head_bias)
         if config.tie_head:
             self.head.weight = self.tok_emb.weight  # one tensor: the state dict names it twice, a checkpoint stores it once
         if config.init == "gpt2":
