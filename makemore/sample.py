@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from torch.nn import functional as F
 from makemore.data import Dataset, encode_text, normalize, prompt_ids
 from makemore.errors import MakemoreError
 from makemore.models.base import onednn
+from makemore.threads import Tuner
 from makemore.train import check_seed
 from tokenizer import TokenizerError
 from safeio.files import shown
@@ -122,10 +124,18 @@ class Decoder:
     def __init__(self, model: nn.Module, cache: bool = True):
         self.model, self.cache = model, cache
         self.state, self.begin, self.fed = None, -1, 0
+        self.tuner = Tuner.for_decoding() if next(model.parameters()).is_cpu else None  # threads, as training tunes them
 
-    @torch.inference_mode()
     def next_logits(self, seq: torch.Tensor) -> torch.Tensor:
         """Logits (B, V) of the id after `seq` (B, n), which only grows between calls."""
+        start = time.perf_counter()
+        logits = self.step(seq)
+        if self.tuner is not None:
+            self.tuner.tick(time.perf_counter() - start)
+        return logits
+
+    @torch.inference_mode()
+    def step(self, seq: torch.Tensor) -> torch.Tensor:
         n = seq.shape[1]
         begin = n - self.model.context_length(n)
         if not self.cache:

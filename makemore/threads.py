@@ -13,7 +13,10 @@ and what else runs, and it changes while a run goes on, so training measures it:
   faster; a trial that is clearly slower stops at once, and trials back off while a count holds.
 - `--deterministic` fixes the count (float sums depend on it), as does torchrun: each of its
   processes gets an equal share of the cores.
-Sampling, scoring and evaluation use the same setting, without trials (their work is short).
+- decoding (sample, score, chat) tunes the same way, a token a step, where `start` chose the count:
+  a large model's token reads every weight from memory, which two threads do 1.3x faster on an idle
+  2-core EPYC and 2.5x slower beside one busy process (GPT-2 124M; docs/performance.md, GPT-2).
+Evaluation uses the count as it is.
 """
 
 from __future__ import annotations
@@ -51,11 +54,17 @@ def requested(threads: int | None) -> int | None:
     return threads
 
 
+chosen = False  # whether `start` chose the count (none was asked for), so decoding may tune it: torch's count is process-wide too
+
+
 def start(threads: int | None, world: int = 1) -> int:
     """Set torch's thread count for a run and return it: the count asked for, else every usable core
     (shared equally among the processes of a torchrun)."""
-    n = requested(threads) or max(1, usable_cores() // world)
+    global chosen
+    asked = requested(threads)
+    n = asked or max(1, usable_cores() // world)
     torch.set_num_threads(n)
+    chosen = asked is None and world == 1
     return n
 
 
@@ -100,6 +109,18 @@ class Tuner:
         if requested(threads) is not None or deterministic or world > 1 or n < 2:
             return None
         return cls((1, n))
+
+    @classmethod
+    def for_decoding(cls) -> Tuner | None:
+        """A tuner for decoding steps where `start` chose the count, from the count in force (an
+        earlier decoding of this process may have settled on one thread)."""
+        n = usable_cores()
+        if not chosen or n < 2:
+            return None
+        tuner = cls((1, n))
+        tuner.current = 1 if torch.get_num_threads() == 1 else n
+        torch.set_num_threads(tuner.current)
+        return tuner
 
     @property
     def other(self) -> int:

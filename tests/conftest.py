@@ -11,6 +11,8 @@ import torch
 import zlib
 from hypothesis import settings
 
+from makemore import threads
+
 torch.set_num_threads(2)
 settings.register_profile("seeded", derandomize=True)  # hypothesis draws the same examples on every run
 settings.load_profile("seeded")
@@ -24,6 +26,16 @@ def token_cache(tmp_path_factory):
     mp.setenv("MAKEMORE_CACHE", str(tmp_path_factory.mktemp("token-cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def threads_as_they_were():
+    """torch's thread count and whether `threads.start` chose it, as before the test: a command run in
+    the test (its decoding tunes the count) must not change the next test's."""
+    before = torch.get_num_threads(), threads.chosen
+    yield
+    torch.set_num_threads(before[0])
+    threads.chosen = before[1]
 
 
 @pytest.fixture(autouse=True)

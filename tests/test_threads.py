@@ -109,3 +109,46 @@ def test_long_steps_on_a_busy_cpu_are_left_within_seconds():
     used = drive(tuner, heavy, 60)
     spent = sum(heavy(n, 0) for n in used[: used.index(1)])
     assert spent <= 3.0 and tuner.current == 1, (spent, used[:20])
+
+
+def test_decoding_tunes_the_threads_only_where_start_chose_them(monkeypatch):
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    threads.start(None)
+    assert Tuner.for_decoding().counts == (1, 2) and torch.get_num_threads() == 2
+    torch.set_num_threads(1)  # an earlier decoding in this process settled on one thread
+    assert Tuner.for_decoding().current == 1 == torch.get_num_threads()
+    threads.start(2)
+    assert Tuner.for_decoding() is None  # asked for: never tuned
+    monkeypatch.setenv(threads.ENV, "2")
+    threads.start(None)
+    assert Tuner.for_decoding() is None
+    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
+    monkeypatch.delenv(threads.ENV)
+    threads.start(None)
+    assert Tuner.for_decoding() is None  # nothing to choose from
+
+
+def test_decoding_on_a_shared_cpu_moves_to_one_thread(monkeypatch):
+    """Each generated token is a tuner step: made-up step times where two threads wait at every barrier."""
+    from makemore import sample
+    from makemore.sample import Decoder, Sampling, stream_text
+    from tests.test_generate import make
+    from tokenizer import CharTokenizer
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    threads.start(None)
+    clock = [0.0]
+    monkeypatch.setattr(sample.time, "perf_counter", lambda: clock[0])
+    real_step = Decoder.step
+
+    def slow_with_two(self, seq):
+        clock[0] += 0.010 if torch.get_num_threads() == 2 else 0.003
+        return real_step(self, seq)
+
+    monkeypatch.setattr(Decoder, "step", slow_with_two)
+    model, tok = make("lstm", "text"), CharTokenizer("abcdefghij")
+    out = list(stream_text(model, tok, [1], 60, Sampling(temperature=0), seed=0))
+    assert len(out) == 60 and torch.get_num_threads() == 1
+    threads.start(2)  # asked for: two threads however slow
+    list(stream_text(model, tok, [1], 60, Sampling(temperature=0), seed=0))
+    assert torch.get_num_threads() == 2
