@@ -53,7 +53,7 @@ BatchSize = Annotated[Optional[int], typer.Option(help="Items (lines mode, defau
 LearningRate = Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the model type's own).")]
 EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of train and val loss.")]
 Ema = Annotated[Optional[float], typer.Option(help=f"Evaluate and save a moving average of the weights with this decay (default {TrainConfig.ema}); 0 = off.", show_default=False)]
-Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: chosen, and while training tuned to what is faster now; also MAKEMORE_THREADS).", show_default=False)]
+Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: chosen, and while training or generating tuned to what is faster now; also MAKEMORE_THREADS).", show_default=False)]
 TemperatureOpt = Annotated[float, typer.Option(help="Softmax temperature; 0 = greedy.")]
 TopKOpt = Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest tokens.")]
 TopPOpt = Annotated[Optional[float], typer.Option(help="Nucleus: only from the likeliest tokens whose probability adds up to p.")]
