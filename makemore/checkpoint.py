@@ -19,14 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 
 import tokenizer as tokenizers
 from makemore import data, memory, models, tensorfile
 from makemore.errors import MakemoreError
 from makemore.models.base import LanguageModel
-from safeio.files import check_readable, read_input, write_atomic
+from safeio.files import check_readable, write_atomic
 from tokenizer import Tokenizer
 
 FORMAT = "makemore"
@@ -166,17 +164,22 @@ def serialize_chunks(tensors: dict[str, torch.Tensor], metadata: dict[str, str])
 
 
 def read_state(path: str | Path) -> tuple[dict, dict]:
-    """The training state saved in `path` (a LAST file): its tensors (the prefix taken off) and JSON."""
-    path = Path(path)
-    raw = read_input(path, "checkpoint", limit=1 << 34)
-    meta = read_header(raw, str(path)).get("__metadata__") or {}
+    """The training state saved in `path` (a LAST file): its tensors (the prefix taken off), read one by
+    one, each checked finite, and its JSON. The model's weights beside them are `load`'s to read: a
+    GPT-2's LAST file is 1.5 GB, and reading it whole, then building tensors from it, held it twice."""
+    path, head, header, meta = opened(path)
     try:
-        tensors = st_load(raw)
-        check_finite(tensors)
+        table = tensorfile.entries(header, len(head), path.stat().st_size)
         info = json.loads(meta["train_state"])
-    except (KeyError, TypeError, ValueError, SafetensorError, json.JSONDecodeError) as e:
+        tensors = {}
+        with open(path, "rb") as f:
+            for name, entry in table.items():
+                if name.startswith(STATE):
+                    tensors[name[len(STATE) :]] = t = tensorfile.read(f, entry)
+                    _expect(tensorfile.finite(t), f"tensor {name} holds NaN or infinite numbers")
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
         raise MakemoreError(f"{path}: damaged training state ({type(e).__name__}: {e}); start again with `overwrite`") from None
-    return {k[len(STATE):]: v for k, v in tensors.items() if k.startswith(STATE)}, info
+    return tensors, info
 
 
 def read_header(data: bytes, name: str) -> dict:
@@ -199,13 +202,6 @@ def parse_json(raw: bytes | str, name: str, what: str):
         raise MakemoreError(f"{name}: damaged checkpoint ({what} is not JSON)") from None
     except RecursionError:
         raise MakemoreError(f"{name}: damaged checkpoint ({what} is JSON nested too deeply)") from None
-
-
-def check_finite(tensors: dict[str, torch.Tensor]) -> None:
-    """Every number a real one: training never saves NaN or infinite weights, so such a file is damaged
-    (and sampling from it would fail deep inside torch)."""
-    for name, t in tensors.items():
-        _expect(not t.is_floating_point() or bool(torch.isfinite(t).all()), f"tensor {name} holds NaN or infinite numbers")
 
 
 def _expect(ok: bool, what: str) -> None:

@@ -143,8 +143,9 @@ class Run:
         best = checkpoint.load(folder / checkpoint.FILENAME) if (folder / checkpoint.FILENAME).is_file() else None
         cfg = resolve(cfg, ckpt.model, type(dataset))
         state = TrainState(optimizer=make_optimizer(ckpt.model, cfg), best_weights=best.model.state_dict() if best else None)
+        tensors, info = checkpoint.read_state(last)
         try:
-            state.load_state_dict(*checkpoint.read_state(last))
+            state.load_state_dict(tensors, info)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise MakemoreError(f"{last}: damaged training state ({type(e).__name__}: {e}); start again with `overwrite`") from None
         saved = best.training.best_val_loss if best else None

@@ -100,6 +100,18 @@ def test_resume_with_more_steps_and_refusals(toy):
     (toy / "empty-run").mkdir()
     bad = runner.invoke(app, ["train", "--resume", str(toy / "empty-run")])
     assert bad.exit_code == 2 and "no last.safetensors there: nothing to resume" in bad.stderr
+    last = toy / "r" / checkpoint.LAST
+    tensors, info = checkpoint.read_state(last)  # the optimizer's state alone, read tensor by tensor
+    assert info["step"] == 200 and {"rng.batch", "opt.0.exp_avg"} <= set(tensors) and all(k.startswith(("opt.", "rng.")) for k in tensors)
+
+    def nan_moment(header, body):
+        start, end = next(v["data_offsets"] for k, v in header.items() if k.startswith(checkpoint.STATE) and k.endswith("exp_avg"))
+        return body[:start] + b"\x00\x00\xc0\x7f" * ((end - start) // 4) + body[end:]
+
+    last.write_bytes(edit_safetensors(last.read_bytes(), edit_body=nan_moment))
+    bad = runner.invoke(app, ["train", "--resume", str(toy / "r"), "--max-steps", "300"])
+    assert bad.exit_code == 2 and bad.stderr.count("\n") == 1 and "damaged training state" in bad.stderr
+    assert "holds NaN or infinite numbers" in bad.stderr and bad.stderr.count("last.safetensors") == 1, bad.stderr
 
 
 @pytest.mark.slow  # a subprocess or several: the fast tier (-m 'not slow') leaves it out
