@@ -175,9 +175,8 @@ def read_state(path: str | Path) -> tuple[dict, dict]:
         with open(path, "rb") as f:
             for name, entry in table.items():
                 if name.startswith(STATE):
-                    tensors[name[len(STATE) :]] = t = tensorfile.read(f, entry)
-                    _expect(tensorfile.finite(t), f"tensor {name} holds NaN or infinite numbers")
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+                    tensors[name[len(STATE) :]] = tensorfile.read_checked(f, name, entry)
+    except (OSError, KeyError, TypeError, ValueError, RecursionError) as e:
         raise MakemoreError(f"{path}: damaged training state ({type(e).__name__}: {e}); start again with `overwrite`") from None
     return tensors, info
 
@@ -320,13 +319,7 @@ def fill(model: torch.nn.Module, f, table: dict[str, tensorfile.Entry]) -> None:
         found = [k for k in group if k in table]
         if not found:
             raise ValueError(f"tensor {group[0]} is missing")
-        t = weights[group[0]].data
-        try:
-            tensorfile.read_into(f, table[found[0]], t)
-        except ValueError as e:
-            raise ValueError(f"tensor {found[0]}: {e}") from None
-        if not tensorfile.finite(t):
-            raise ValueError(f"tensor {found[0]} holds NaN or infinite numbers")
+        tensorfile.read_checked(f, found[0], table[found[0]], weights[group[0]].data)
 
 
 def latest(root: str | Path = DEFAULT_DIR) -> Path:

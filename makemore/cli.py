@@ -53,7 +53,7 @@ BatchSize = Annotated[Optional[int], typer.Option(help="Items (lines mode, defau
 LearningRate = Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the model type's own).")]
 EvalInterval = Annotated[int, typer.Option(help="Steps between evaluations of train and val loss.")]
 Ema = Annotated[Optional[float], typer.Option(help=f"Evaluate and save a moving average of the weights with this decay (default {TrainConfig.ema}); 0 = off.", show_default=False)]
-Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: chosen, and while training or generating tuned to what is faster now; also MAKEMORE_THREADS).", show_default=False)]
+Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: chosen, and while training, generating or scoring tuned to what is faster now; also MAKEMORE_THREADS).", show_default=False)]
 TemperatureOpt = Annotated[float, typer.Option(help="Softmax temperature; 0 = greedy.")]
 TopKOpt = Annotated[Optional[int], typer.Option(help="Sample only from the k likeliest tokens.")]
 TopPOpt = Annotated[Optional[float], typer.Option(help="Nucleus: only from the likeliest tokens whose probability adds up to p.")]
@@ -340,7 +340,7 @@ def sample(
 ):
     """New items (lines mode), a stream of text (text mode) or answers (pairs mode) from a trained model."""
     s = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
-    threads_.start(threads)
+    threads_.start(threads, tune_decoding=seed is None)  # a seeded sample keeps the count: float sums depend on it
     ckpt = open_checkpoint(checkpoint_path, resolve_device(device), dtype)
     kind = ckpt.training.kind
     data.refuse_options(kind, {"min_len": min_len, "max_len": max_len is not None, "novel_only": novel_only,
@@ -416,7 +416,7 @@ def chat(
         raise MakemoreError("--json: only with --once (the chat itself is for people)")
     request = Request(Sampling(temperature, top_k, top_p, min_p, repetition_penalty), seed=seed, max_new_tokens=max_new_tokens,
                       stop=tuple(map(unescape, stop)))
-    threads_.start(threads)
+    threads_.start(threads, tune_decoding=seed is None)
     ckpt = open_checkpoint(checkpoint_path, resolve_device(device))
     conv = Conversation(ckpt.model, ckpt.tokenizer, data.template_of(ckpt.training.data), request)
     if once is None:
@@ -474,7 +474,7 @@ def score(
     json: JsonOpt = False,
 ):
     """Log-probability of each string under the model (lines mode: as a whole item), and bits per character."""
-    threads_.start(threads)
+    threads_.start(threads, tune_decoding=True)
     ckpt = open_checkpoint(checkpoint_path, resolve_device(device), dtype)
     texts, where = score_inputs(strings, file)
     rows, failed = [], 0

@@ -166,11 +166,9 @@ def fill(model, shards: list[Path], tied: bool) -> None:
                     raise MakemoreError(f"{shard}: tensor {name} is no weight of a GPT-2 of this config.json")
                 _, t, transposed = by_name[key]
                 try:
-                    tensorfile.read_into(f, entry, t.data.t() if transposed else t.data)  # a Conv1D's (in, out) through a view
+                    tensorfile.read_checked(f, name, entry, t.data.t() if transposed else t.data)  # a Conv1D's (in, out) through a view
                 except ValueError as e:
-                    raise MakemoreError(f"{shard}: tensor {name}: {e}") from None
-                if not tensorfile.finite(t.data):
-                    raise MakemoreError(f"{shard}: tensor {name} holds NaN or infinite numbers")
+                    raise MakemoreError(f"{shard}: {e}") from None
                 done.add(key)
     missing = sorted(set(by_name) - done)
     if missing:

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from makemore.data import Dataset, encode_text, normalize, prompt_ids
 from makemore.errors import MakemoreError
 from makemore.models.base import onednn
-from makemore.threads import Tuner
+from makemore.threads import decoding_tuner
 from makemore.train import check_seed
 from tokenizer import TokenizerError
 from safeio.files import shown
@@ -124,7 +124,7 @@ class Decoder:
     def __init__(self, model: nn.Module, cache: bool = True):
         self.model, self.cache = model, cache
         self.state, self.begin, self.fed = None, -1, 0
-        self.tuner = Tuner.for_decoding() if next(model.parameters()).is_cpu else None  # threads, as training tunes them
+        self.tuner = decoding_tuner() if next(model.parameters()).is_cpu else None  # threads, as training tunes them
 
     def next_logits(self, seq: torch.Tensor) -> torch.Tensor:
         """Logits (B, V) of the id after `seq` (B, n), which only grows between calls."""

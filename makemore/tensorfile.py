@@ -68,8 +68,8 @@ def read_head(f: BinaryIO) -> bytes:
 def read_into(f: BinaryIO, entry: Entry, out: torch.Tensor) -> None:
     """The tensor at `entry` into `out` (a CPU tensor of its shape): read straight into `out`'s memory
     when it is contiguous and of the file's dtype, else a few rows at a time through a buffer of at
-    most CHUNK bytes (another dtype; a weight laid out column by column), so no second copy of a
-    large tensor is ever made."""
+    most CHUNK bytes (another dtype; a transposed view, as import reads a Conv1D weight into), so no
+    second copy of a large tensor is ever made."""
     if tuple(out.shape) != entry.shape:
         raise ValueError(f"shape {list(entry.shape)} in the file, {list(out.shape)} in the model")
     f.seek(entry.start)
@@ -101,16 +101,23 @@ def finite(t: torch.Tensor) -> bool:
     (`torch.isfinite(t).all()` makes some: 260 MB for GPT-2's 154 MB embedding; NaN propagates to both)."""
     if not t.is_floating_point() or t.numel() == 0:
         return True
-    in_memory_order = t.permute(*sorted(range(t.dim()), key=lambda d: -t.stride(d))) if t.dim() else t  # a transposed view: 20x faster
+    in_memory_order = t.permute(*sorted(range(t.dim()), key=lambda d: -t.stride(d))) if t.dim() else t  # a transposed view: 20x faster so
     low, high = torch.aminmax(in_memory_order)
     return math.isfinite(float(low)) and math.isfinite(float(high))
 
 
-def read(f: BinaryIO, entry: Entry) -> torch.Tensor:
-    """The tensor at `entry`, as a new tensor of its own dtype."""
-    t = torch.empty(entry.shape, dtype=entry.dtype)
-    read_into(f, entry, t)
-    return t
+def read_checked(f: BinaryIO, name: str, entry: Entry, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The tensor `name` at `entry`, into `out` (else a new tensor), with no NaN or infinity: every
+    reader of weights and training state takes them so. A ValueError names the tensor."""
+    try:
+        if out is None:
+            out = torch.empty(entry.shape, dtype=entry.dtype)
+        read_into(f, entry, out)
+    except (ValueError, RuntimeError) as e:  # RuntimeError: a shape torch cannot allocate
+        raise ValueError(f"tensor {name}: {e}") from None
+    if not finite(out):
+        raise ValueError(f"tensor {name} holds NaN or infinite numbers")
+    return out
 
 
 def header_of(path: str | Path) -> tuple[dict, int, int]:

@@ -13,10 +13,11 @@ and what else runs, and it changes while a run goes on, so training measures it:
   faster; a trial that is clearly slower stops at once, and trials back off while a count holds.
 - `--deterministic` fixes the count (float sums depend on it), as does torchrun: each of its
   processes gets an equal share of the cores.
-- decoding (sample, score, chat) tunes the same way, a token a step, where `start` chose the count:
-  a large model's token reads every weight from memory, which two threads do 1.3x faster on an idle
-  2-core EPYC and 2.5x slower beside one busy process (GPT-2 124M; docs/performance.md, GPT-2).
-Evaluation uses the count as it is.
+- decoding (sample, score, chat) tunes the same way, a token a step, where `start` chose the count
+  and no seed was given (float sums depend on the count, so a seeded sample keeps it fixed): a large
+  model's token reads every weight from memory, which two threads do 1.3x faster on an idle 2-core
+  EPYC and 2.5x slower beside one busy process (GPT-2 124M; docs/performance.md, GPT-2).
+Evaluation, and decoding through the Python API, use the count as it is.
 """
 
 from __future__ import annotations
@@ -54,18 +55,26 @@ def requested(threads: int | None) -> int | None:
     return threads
 
 
-chosen = False  # whether `start` chose the count (none was asked for), so decoding may tune it: torch's count is process-wide too
+decoding: Tuner | None = None  # the process's tuner for decoding steps, where `start` allowed one
 
 
-def start(threads: int | None, world: int = 1) -> int:
+def start(threads: int | None, world: int = 1, tune_decoding: bool = False) -> int:
     """Set torch's thread count for a run and return it: the count asked for, else every usable core
-    (shared equally among the processes of a torchrun)."""
-    global chosen
+    (shared equally among the processes of a torchrun). With `tune_decoding` (sample, score, chat)
+    and the count chosen here, the decodings that follow share one tuner (`decoding_tuner`)."""
+    global decoding
     asked = requested(threads)
     n = asked or max(1, usable_cores() // world)
     torch.set_num_threads(n)
-    chosen = asked is None and world == 1
+    decoding = Tuner((1, n)) if tune_decoding and asked is None and world == 1 and n > 1 else None
     return n
+
+
+def decoding_tuner() -> Tuner | None:
+    """The tuner every decoding of this process ticks, one token a step (`sample.Decoder`): one for
+    all of them, so chat's next turn or score's next string goes on from the count it settled on,
+    a trial included; None where the count is fixed (asked for, a seed given, the Python API)."""
+    return decoding
 
 
 def typical(times) -> float:
@@ -109,18 +118,6 @@ class Tuner:
         if requested(threads) is not None or deterministic or world > 1 or n < 2:
             return None
         return cls((1, n))
-
-    @classmethod
-    def for_decoding(cls) -> Tuner | None:
-        """A tuner for decoding steps where `start` chose the count, from the count in force (an
-        earlier decoding of this process may have settled on one thread)."""
-        n = usable_cores()
-        if not chosen or n < 2:
-            return None
-        tuner = cls((1, n))
-        tuner.current = 1 if torch.get_num_threads() == 1 else n
-        torch.set_num_threads(tuner.current)
-        return tuner
 
     @property
     def other(self) -> int:

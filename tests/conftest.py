@@ -30,12 +30,12 @@ def token_cache(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def threads_as_they_were():
-    """torch's thread count and whether `threads.start` chose it, as before the test: a command run in
-    the test (its decoding tunes the count) must not change the next test's."""
-    before = torch.get_num_threads(), threads.chosen
+    """torch's thread count and the decoding tuner, as before the test: a command run in the test (its
+    decoding tunes the count) must not change the next test's."""
+    before = torch.get_num_threads(), threads.decoding
     yield
     torch.set_num_threads(before[0])
-    threads.chosen = before[1]
+    threads.decoding = before[1]
 
 
 @pytest.fixture(autouse=True)

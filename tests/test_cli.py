@@ -315,3 +315,19 @@ def test_the_training_bar_follows_slow_steps_each_second_and_fast_ones_every_ten
     assert (fields["step"], fields["speed"]) == (10, "100")
     on_event(Step(11, 1.4, 1e-3, 2.1, 0.11, 1.0, 64, 1))  # a GPT-2 step: two seconds later, shown at once
     assert (fields["step"], fields["loss"], fields["speed"]) == (11, "1.400", "5.2")
+
+
+def test_a_seeded_sample_keeps_the_thread_count_and_an_unseeded_one_is_tuned(trained, monkeypatch):
+    from makemore import threads
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.delenv(threads.ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert run("sample", "-c", trained[2], "-n", "2", "--seed", "1").exit_code == 0
+    assert threads.decoding_tuner() is None  # float sums depend on the count: a seed keeps it
+    for command in (["sample", "-c", trained[2], "-n", "2"], ["score", "-c", trained[2], toy_items(1)[0]]):
+        threads.decoding = None
+        assert run(*command).exit_code == 0
+        assert threads.decoding_tuner().counts == (1, 2), command
+    assert run("sample", "-c", trained[2], "-n", "2", "--threads", "2").exit_code == 0
+    assert threads.decoding_tuner() is None

@@ -115,6 +115,8 @@ def test_a_one_row_product_in_chunks_equals_nn_linears(out, n, bias, seed):
     with torch.no_grad():
         torch.testing.assert_close(ours(x), plain(x), rtol=1e-5, atol=1e-5)
         assert torch.equal(ours(x.repeat(3, 1)), plain(x.repeat(3, 1)))  # more rows: the plain product itself
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(ours(x), plain(x))  # under autocast: the plain product (in bfloat16)
         ours.bfloat16(), plain.bfloat16()
         assert torch.equal(ours(x.bfloat16()), plain(x.bfloat16()))  # bfloat16: the plain product (its batched one is slower)
 

@@ -85,14 +85,14 @@ def test_a_loaded_tied_model_stays_tied_and_computes_and_saves_the_same(tmp_path
     assert checkpoint.save(back, tmp_path / "again.safetensors").read_bytes() == path.read_bytes()
 
 
-@pytest.mark.parametrize("layout", ["columns", "bfloat16"])
+@pytest.mark.parametrize("layout", ["transposed", "bfloat16"])
 def test_a_tensor_that_cannot_take_the_files_bytes_is_read_a_few_rows_at_a_time(tmp_path, monkeypatch, layout):
     monkeypatch.setattr(tensorfile, "CHUNK", 24)  # 3 rows of (., 2) float32 at a time, the last part shorter
     t = torch.randn(7, 2, generator=torch.Generator().manual_seed(0))
     (tmp_path / "t.safetensors").write_bytes(checkpoint.serialize({"t": t}, {}))
     header, start, size = tensorfile.header_of(tmp_path / "t.safetensors")
     entry = tensorfile.entries(header, start, size)["t"]
-    out = torch.empty(2, 7).t() if layout == "columns" else torch.empty(7, 2, dtype=torch.bfloat16)
+    out = torch.empty(2, 7).t() if layout == "transposed" else torch.empty(7, 2, dtype=torch.bfloat16)
     with open(tmp_path / "t.safetensors", "rb") as f:
         tensorfile.read_into(f, entry, out)
     assert torch.equal(out, t.to(out.dtype))

@@ -111,21 +111,22 @@ def test_long_steps_on_a_busy_cpu_are_left_within_seconds():
     assert spent <= 3.0 and tuner.current == 1, (spent, used[:20])
 
 
-def test_decoding_tunes_the_threads_only_where_start_chose_them(monkeypatch):
+def test_decoding_tunes_the_threads_only_where_start_chose_them_for_it(monkeypatch):
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    threads.start(None)
-    assert Tuner.for_decoding().counts == (1, 2) and torch.get_num_threads() == 2
-    torch.set_num_threads(1)  # an earlier decoding in this process settled on one thread
-    assert Tuner.for_decoding().current == 1 == torch.get_num_threads()
-    threads.start(2)
-    assert Tuner.for_decoding() is None  # asked for: never tuned
+    threads.start(None, tune_decoding=True)
+    tuner = threads.decoding_tuner()
+    assert tuner.counts == (1, 2) and torch.get_num_threads() == 2
+    assert threads.decoding_tuner() is tuner  # one for every decoding that follows
+    threads.start(None)  # training's start, or a seeded sample's
+    assert threads.decoding_tuner() is None
+    threads.start(2, tune_decoding=True)
+    assert threads.decoding_tuner() is None  # asked for: never tuned
     monkeypatch.setenv(threads.ENV, "2")
-    threads.start(None)
-    assert Tuner.for_decoding() is None
-    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
+    threads.start(None, tune_decoding=True)
+    assert threads.decoding_tuner() is None
     monkeypatch.delenv(threads.ENV)
-    threads.start(None)
-    assert Tuner.for_decoding() is None  # nothing to choose from
+    threads.start(None, world=2, tune_decoding=True)
+    assert threads.decoding_tuner() is None  # one core each
 
 
 def test_decoding_on_a_shared_cpu_moves_to_one_thread(monkeypatch):
@@ -136,7 +137,7 @@ def test_decoding_on_a_shared_cpu_moves_to_one_thread(monkeypatch):
     from tokenizer import CharTokenizer
 
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    threads.start(None)
+    threads.start(None, tune_decoding=True)
     clock = [0.0]
     monkeypatch.setattr(sample.time, "perf_counter", lambda: clock[0])
     real_step = Decoder.step
@@ -149,6 +150,8 @@ def test_decoding_on_a_shared_cpu_moves_to_one_thread(monkeypatch):
     model, tok = make("lstm", "text"), CharTokenizer("abcdefghij")
     out = list(stream_text(model, tok, [1], 60, Sampling(temperature=0), seed=0))
     assert len(out) == 60 and torch.get_num_threads() == 1
-    threads.start(2)  # asked for: two threads however slow
+    list(stream_text(model, tok, [1], 3, Sampling(temperature=0), seed=0))  # a later decoding goes on where it settled
+    assert torch.get_num_threads() == 1 and threads.decoding_tuner().switches == 1
+    threads.start(2, tune_decoding=True)  # asked for: two threads however slow
     list(stream_text(model, tok, [1], 60, Sampling(temperature=0), seed=0))
     assert torch.get_num_threads() == 2

@@ -125,13 +125,14 @@ class Linear(nn.Linear):
     up to rounding. bfloat16 stays on the plain product (its batched one is slower), as does every
     other shape; the parameters and their names are `nn.Linear`'s."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True):
-        super().__init__(in_features, out_features, bias=bias)
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.chunks = row_chunks(out_features) if in_features * out_features >= SPLIT_FROM else 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
-        if self.chunks == 1 or x.shape[0] != 1 or x.dim() != 2 or x.dtype != torch.float32 or not x.is_cpu or not w.is_contiguous():
+        if (self.chunks == 1 or x.dim() != 2 or x.shape[0] != 1 or x.dtype != torch.float32 or not x.is_cpu
+                or not w.is_contiguous() or torch.is_autocast_enabled("cpu")):  # autocast would make it a bfloat16 batched product
             return super().forward(x)
         k, (out, n) = self.chunks, w.shape
         chunks, column = w.view(k, out // k, n), x.t().expand(k, n, 1)  # k products of (out/k, n) by (n, 1)
