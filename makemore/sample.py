@@ -136,6 +136,7 @@ class Decoder:
 
     @torch.inference_mode()
     def step(self, seq: torch.Tensor) -> torch.Tensor:
+        """`next_logits`' work: the new ids through the model's cache, or the whole context without one."""
         n = seq.shape[1]
         begin = n - self.model.context_length(n)
         if not self.cache:
