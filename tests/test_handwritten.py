@@ -1,8 +1,10 @@
 """The code written by hand where a library has it, held to the library: the optimizer without torch's
 private fused kernel, the checkpoint writer against safetensors' reader, dropout against F.dropout,
-the chunked one-row product against nn.Linear.
+the chunked one-row product and oneDNN's product of many rows against nn.Linear.
 (The recurrences' gradients are compared with torch's in test_recurrent.py, the optimizer's fused
 path with torch.optim in test_optim.py; bench/handwritten.py measures what each piece buys.)"""
+
+from unittest import mock
 
 import pytest
 import safetensors
@@ -14,7 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from makemore.checkpoint import serialize
-from makemore.models.base import Linear, row_chunks
+from makemore.models import base
+from makemore.models.base import ONEDNN_FROM, Linear, onednn_product, row_chunks
 from makemore.models.transformer import Transformer, TransformerConfig, dropout
 from makemore.optim import AdamW
 
@@ -114,7 +117,6 @@ def test_a_one_row_product_in_chunks_equals_nn_linears(out, n, bias, seed):
     x = torch.randn(1, n)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), plain(x), rtol=1e-5, atol=1e-5)
-        assert torch.equal(ours(x.repeat(3, 1)), plain(x.repeat(3, 1)))  # more rows: the plain product itself
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert torch.equal(ours(x), plain(x))  # under autocast: the plain product (in bfloat16)
         ours.bfloat16(), plain.bfloat16()
@@ -132,6 +134,33 @@ def test_a_one_row_product_in_chunks_has_nn_linears_gradients():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 300), st.sampled_from([(1, 5), (64, 256), (384, 1_152), (768, 4_099)]), st.booleans(), st.booleans(),
+       st.integers(0, 2**16))
+def test_a_product_of_many_rows_through_onednn_equals_nn_linears_with_its_gradients(rows, shape, bias, three_d, seed):
+    if not onednn_product():
+        pytest.skip("this torch has no oneDNN product: Linear keeps the plain one")
+    torch.manual_seed(seed)
+    n, out = shape
+    ours, plain = Linear(n, out, bias=bias), nn.Linear(n, out, bias=bias)
+    plain.load_state_dict(ours.state_dict())
+    x = (torch.randn(rows, 1, n) if three_d else torch.randn(rows, n)).requires_grad_()
+    assert "OneDNNProductBackward" not in {type(f).__name__ for f, _ in ours(x).grad_fn.next_functions} or rows * n * out >= ONEDNN_FROM
+    with mock.patch.object(base, "ONEDNN_FROM", 0):  # every product through oneDNN, however small
+        y = ours(x)
+    z = plain(x)
+    assert "OneDNNProductBackward" in {type(f).__name__ for f, _ in y.grad_fn.next_functions}  # oneDNN's, not the plain one
+    torch.testing.assert_close(y, z, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(z)
+    for a, b in zip(torch.autograd.grad(y, [x, ours.weight, *([ours.bias] if bias else [])], g),
+                    torch.autograd.grad(z, [x, plain.weight, *([plain.bias] if bias else [])], g)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(ours(x), plain(x))  # under autocast: the plain product (in bfloat16)
+    with torch.no_grad(), mock.patch.object(base, "ONEDNN_FROM", 0):
+        torch.testing.assert_close(ours(x), z, rtol=1e-5, atol=1e-5)  # without gradients too
+
+
 @pytest.mark.parametrize("tie", [False, True])
 def test_a_transformer_decodes_through_chunked_products_as_its_forward_computes(tie):
     torch.manual_seed(4)
@@ -141,7 +170,7 @@ def test_a_transformer_decodes_through_chunked_products_as_its_forward_computes(
     assert [m.chunks for m in (model.blocks[0].attn.qkv, model.blocks[0].mlp[0], model.head)] == [16, 16, 16]
     ids = torch.randint(512, (1, 12))
     with torch.no_grad():
-        whole = model(ids)[0]  # 12 rows: plain products
+        whole = model(ids)[0]  # 12 rows: oneDNN's products
         state = model.init_state(1)
         steps = [model.step(ids[:, t : t + 1], state)[0][0, 0] for t in range(12)]  # one row each: chunked
-    torch.testing.assert_close(torch.stack(steps), whole, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.stack(steps), whole, rtol=1e-4, atol=1e-4)  # two kernels, each rounding its own way
