@@ -161,6 +161,15 @@ def test_a_product_of_many_rows_through_onednn_equals_nn_linears_with_its_gradie
         torch.testing.assert_close(ours(x), z, rtol=1e-5, atol=1e-5)  # without gradients too
 
 
+def test_without_onednn_a_product_of_many_rows_is_the_plain_one():
+    torch.manual_seed(5)
+    ours, plain = Linear(64, 96), nn.Linear(64, 96)
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(40, 64)
+    with mock.patch.object(base, "ONEDNN_FROM", 0), mock.patch.object(base, "onednn_product", lambda: False):
+        assert torch.equal(ours(x), plain(x))  # a torch without it (or not x86-64): torch's own product, bit for bit
+
+
 @pytest.mark.parametrize("tie", [False, True])
 def test_a_transformer_decodes_through_chunked_products_as_its_forward_computes(tie):
     torch.manual_seed(4)
