@@ -161,13 +161,19 @@ def test_a_product_of_many_rows_through_onednn_equals_nn_linears_with_its_gradie
         torch.testing.assert_close(ours(x), z, rtol=1e-5, atol=1e-5)  # without gradients too
 
 
-def test_without_onednn_a_product_of_many_rows_is_the_plain_one():
+@pytest.mark.parametrize("why", ["no oneDNN", "compiling"])
+def test_without_onednn_or_when_compiled_a_product_of_many_rows_is_the_plain_one(why):
     torch.manual_seed(5)
     ours, plain = Linear(64, 96), nn.Linear(64, 96)
     plain.load_state_dict(ours.state_dict())
     x = torch.randn(40, 64)
-    with mock.patch.object(base, "ONEDNN_FROM", 0), mock.patch.object(base, "onednn_product", lambda: False):
-        assert torch.equal(ours(x), plain(x))  # a torch without it (or not x86-64): torch's own product, bit for bit
+    available = (lambda: False) if why == "no oneDNN" else base.onednn_product  # a torch without it, or not x86-64
+    compiling = why == "compiling"  # torch.compile traces the plain product and picks its own kernels (ours broke inductor)
+    with (mock.patch.object(base, "ONEDNN_FROM", 0), mock.patch.object(base, "onednn_product", available),
+          mock.patch.object(torch.compiler, "is_compiling", lambda: compiling)):
+        y = ours(x)
+    assert type(y.grad_fn).__name__ == type(plain(x).grad_fn).__name__ == "AddmmBackward0"  # torch's own product
+    assert torch.equal(y, plain(x))  # bit for bit
 
 
 @pytest.mark.parametrize("tie", [False, True])
