@@ -134,31 +134,63 @@ def test_a_one_row_product_in_chunks_has_nn_linears_gradients():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def onednn_used(y: torch.Tensor) -> bool:
+    return "OneDNNProductBackward" in {type(f).__name__ for f, _ in y.grad_fn.next_functions}
+
+
 @settings(max_examples=20, deadline=None)
-@given(st.integers(2, 300), st.sampled_from([(1, 5), (64, 256), (384, 1_152), (768, 4_099)]), st.booleans(), st.booleans(),
-       st.integers(0, 2**16))
-def test_a_product_of_many_rows_through_onednn_equals_nn_linears_with_its_gradients(rows, shape, bias, three_d, seed):
+@given(st.integers(2, 300), st.sampled_from([(1, 5), (64, 256), (384, 1_152), (64, 4_099)]), st.booleans(), st.booleans(),
+       st.sampled_from(["both", "weight frozen", "input without"]), st.integers(0, 2**16))
+def test_a_product_of_many_rows_through_onednn_equals_nn_linears_with_its_gradients(rows, shape, bias, three_d, grads, seed):
     if not onednn_product():
         pytest.skip("this torch has no oneDNN product: Linear keeps the plain one")
     torch.manual_seed(seed)
     n, out = shape
     ours, plain = Linear(n, out, bias=bias), nn.Linear(n, out, bias=bias)
     plain.load_state_dict(ours.state_dict())
-    x = (torch.randn(rows, 1, n) if three_d else torch.randn(rows, n)).requires_grad_()
-    assert "OneDNNProductBackward" not in {type(f).__name__ for f, _ in ours(x).grad_fn.next_functions} or rows * n * out >= ONEDNN_FROM
+    x = torch.randn(rows, 1, n) if three_d else torch.randn(rows, n)
+    assert not onednn_used(ours(x)) or rows * n * out >= ONEDNN_FROM  # small products: the plain one
+    wanted = [x.requires_grad_()] if grads != "input without" else []
+    for layer in (ours, plain):
+        layer.weight.requires_grad_(grads != "weight frozen")
+        wanted.append([p for p in layer.parameters() if p.requires_grad])
     with mock.patch.object(base, "ONEDNN_FROM", 0):  # every product through oneDNN, however small
         y = ours(x)
-    z = plain(x)
-    assert "OneDNNProductBackward" in {type(f).__name__ for f, _ in y.grad_fn.next_functions}  # oneDNN's, not the plain one
-    torch.testing.assert_close(y, z, rtol=1e-5, atol=1e-5)
-    g = torch.randn_like(z)
-    for a, b in zip(torch.autograd.grad(y, [x, ours.weight, *([ours.bias] if bias else [])], g),
-                    torch.autograd.grad(z, [x, plain.weight, *([plain.bias] if bias else [])], g)):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(ours(x), plain(x))  # under autocast: the plain product (in bfloat16)
-    with torch.no_grad(), mock.patch.object(base, "ONEDNN_FROM", 0):
-        torch.testing.assert_close(ours(x), z, rtol=1e-5, atol=1e-5)  # without gradients too
+        z = plain(x)
+        assert onednn_used(y)
+        torch.testing.assert_close(y, z, rtol=1e-5, atol=1e-5)
+        g = torch.randn_like(z)
+        inputs = wanted[:-2] if grads != "input without" else []
+        for a, b in zip(torch.autograd.grad(y, [*inputs, *wanted[-2]], g), torch.autograd.grad(z, [*inputs, *wanted[-1]], g)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(ours(x), plain(x))  # under autocast: the plain product (in bfloat16)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), z, rtol=1e-5, atol=1e-5)  # without gradients too
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # torch.func scripts some of its own helpers
+def test_a_product_through_onednn_has_second_gradients_and_leaves_torch_func_to_the_plain_one():
+    if not onednn_product():
+        pytest.skip("this torch has no oneDNN product: Linear keeps the plain one")
+    torch.manual_seed(6)
+    ours, plain = Linear(8, 6), nn.Linear(8, 6)
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(5, 8, requires_grad=True)
+    with mock.patch.object(base, "ONEDNN_FROM", 0):
+        second = []
+        for layer in (ours, plain):  # a gradient penalty: the input's gradient, differentiated again
+            dx, = torch.autograd.grad(layer(x).pow(2).sum(), x, create_graph=True)
+            second.append(torch.autograd.grad(dx.pow(2).sum(), [layer.weight, layer.bias]))
+        for a, b in zip(*second):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        params = {name: p.detach() for name, p in ours.named_parameters()}
+        loss = lambda ps, layer: torch.func.functional_call(layer, ps, (x,)).pow(2).sum()  # noqa: E731
+        torch.testing.assert_close(torch.func.grad(loss)(params, ours), torch.func.grad(loss)(params, plain))
+        with torch.autograd.forward_ad.dual_level():
+            dual = torch.autograd.forward_ad.make_dual(x.detach(), torch.ones_like(x))
+            tangent = torch.autograd.forward_ad.unpack_dual(ours(dual)).tangent
+        torch.testing.assert_close(tangent, torch.ones_like(x) @ ours.weight.detach().t())
 
 
 @pytest.mark.parametrize("why", ["no oneDNN", "compiling"])

@@ -133,9 +133,9 @@ class Linear(nn.Linear):
       5.1 on two; the char transformer's step (text defaults) 1.06x.
 
     Both are the same sums in another order: equal up to rounding. bfloat16, autocast (whose
-    products are bfloat16 ones), `torch.compile` and other devices keep the plain product, as does
-    a one-row product whose weight is small or whose row count is prime; the parameters and their
-    names are `nn.Linear`'s."""
+    products are bfloat16 ones), `torch.compile`, `torch.func` and other devices keep the plain
+    product, as does a one-row product whose weight is small or whose row count is prime; the
+    parameters and their names are `nn.Linear`'s."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
@@ -147,7 +147,7 @@ class Linear(nn.Linear):
                 or x.dim() < 2 or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()):
             return super().forward(x)  # a compiled model: the compiler picks the products' kernels itself
         rows = math.prod(x.shape[:-1])
-        if rows > 1 and rows * w.numel() >= ONEDNN_FROM and onednn_product():
+        if rows > 1 and rows * w.numel() >= ONEDNN_FROM and onednn_product() and not transformed():
             return OneDNNProduct.apply(x.reshape(rows, -1), w, self.bias).view(*x.shape[:-1], -1)
         if rows != 1 or self.chunks == 1:
             return super().forward(x)
@@ -161,11 +161,12 @@ class OneDNNProduct(torch.autograd.Function):
     """`F.linear(x, w, b)` for float32 rows `x` (N, in) on a CPU through oneDNN's product, the one torch
     uses for bfloat16 and inside compiled graphs (`torch.ops.mkldnn._linear_pointwise`), with its
     gradients: the input's through oneDNN too (5-15% faster than MKL's), the weight's through torch's
-    `mm` (as fast either way)."""
+    `mm` (as fast either way). A gradient of the gradient (`create_graph=True`) takes torch's own
+    product, which has one; oneDNN's has none."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, w)
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, w)  # x only for the weight's gradient, as nn.Linear
         ctx.bias = b is not None
         return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
 
@@ -173,10 +174,18 @@ class OneDNNProduct(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, w = ctx.saved_tensors
         grad = grad.contiguous()
-        dx = torch.ops.mkldnn._linear_pointwise(grad, w.t(), None, "none", [], "") if ctx.needs_input_grad[0] else None
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = grad @ w if torch.is_grad_enabled() else torch.ops.mkldnn._linear_pointwise(grad, w.t(), None, "none", [], "")
         dw = grad.t() @ x if ctx.needs_input_grad[1] else None
         db = grad.sum(0) if ctx.bias and ctx.needs_input_grad[2] else None
         return dx, dw, db
+
+
+def transformed() -> bool:
+    """Whether `torch.func` transforms or forward-mode gradients are on: `OneDNNProduct` has neither
+    rule, so `Linear` takes torch's own product then."""
+    return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
 
 
 @functools.cache
