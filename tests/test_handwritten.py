@@ -140,8 +140,8 @@ def onednn_used(y: torch.Tensor) -> bool:
 
 @settings(max_examples=20, deadline=None)
 @given(st.integers(2, 300), st.sampled_from([(1, 5), (64, 256), (384, 1_152), (64, 4_099)]), st.booleans(), st.booleans(),
-       st.sampled_from(["both", "weight frozen", "input without"]), st.integers(0, 2**16))
-def test_a_product_of_many_rows_through_onednn_equals_nn_linears_with_its_gradients(rows, shape, bias, three_d, grads, seed):
+       st.sampled_from(["both", "weight frozen", "input without"]), st.booleans(), st.integers(0, 2**16))
+def test_a_product_of_many_rows_through_onednn_equals_nn_linears_with_its_gradients(rows, shape, bias, three_d, grads, avx512, seed):
     if not onednn_product():
         pytest.skip("this torch has no oneDNN product: Linear keeps the plain one")
     torch.manual_seed(seed)
@@ -154,7 +154,8 @@ def test_a_product_of_many_rows_through_onednn_equals_nn_linears_with_its_gradie
     for layer in (ours, plain):
         layer.weight.requires_grad_(grads != "weight frozen")
         wanted.append([p for p in layer.parameters() if p.requires_grad])
-    with mock.patch.object(base, "ONEDNN_FROM", 0):  # every product through oneDNN, however small
+    with (mock.patch.object(base, "ONEDNN_FROM", 0),  # every product through oneDNN, however small
+          mock.patch.object(base, "onednn_input_gradient", lambda: avx512)):  # the input's gradient through oneDNN or mm
         y = ours(x)
         z = plain(x)
         assert onednn_used(y)

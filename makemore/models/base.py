@@ -160,9 +160,9 @@ class Linear(nn.Linear):
 class OneDNNProduct(torch.autograd.Function):
     """`F.linear(x, w, b)` for float32 rows `x` (N, in) on a CPU through oneDNN's product, the one torch
     uses for bfloat16 and inside compiled graphs (`torch.ops.mkldnn._linear_pointwise`), with its
-    gradients: the input's through oneDNN too (5-15% faster than MKL's), the weight's through torch's
-    `mm` (as fast either way). A gradient of the gradient (`create_graph=True`) takes torch's own
-    product, which has one; oneDNN's has none."""
+    gradients: the input's through oneDNN too where the CPU has AVX-512 (5-15% faster than MKL's;
+    `onednn_input_gradient`), the weight's through torch's `mm` (as fast either way). A gradient of
+    the gradient (`create_graph=True`) takes torch's own product, which has one; oneDNN's has none."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -175,11 +175,22 @@ class OneDNNProduct(torch.autograd.Function):
         x, w = ctx.saved_tensors
         grad = grad.contiguous()
         dx = None
-        if ctx.needs_input_grad[0]:
-            dx = grad @ w if torch.is_grad_enabled() else torch.ops.mkldnn._linear_pointwise(grad, w.t(), None, "none", [], "")
+        if ctx.needs_input_grad[0] and onednn_input_gradient() and not torch.is_grad_enabled():
+            dx = torch.ops.mkldnn._linear_pointwise(grad, w.t(), None, "none", [], "")
+        elif ctx.needs_input_grad[0]:
+            dx = grad @ w
         dw = grad.t() @ x if ctx.needs_input_grad[1] else None
         db = grad.sum(0) if ctx.bias and ctx.needs_input_grad[2] else None
         return dx, dw, db
+
+
+@functools.cache
+def onednn_input_gradient() -> bool:
+    """Whether `OneDNNProduct` takes the input's gradient through oneDNN: where torch's kernels use
+    AVX-512. With both libraries held to AVX2 on the EPYC (ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS)
+    oneDNN's product by the transposed weight ran 60-90 GFLOP/s against MKL's 90-100, while its
+    forward product kept its lead (100-104 against 94-99; GPT-2's head 90 against 66)."""
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def transformed() -> bool:
