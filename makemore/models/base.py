@@ -145,7 +145,7 @@ class Linear(nn.Linear):
         w = self.weight
         if (x.dtype != torch.float32 or w.dtype != torch.float32 or not x.is_cpu or not w.is_contiguous()
                 or x.dim() < 2 or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()):
-            return super().forward(x)  # a compiled model: the compiler picks the products' kernels itself
+            return super().forward(x)  # compiled, the compiler picks its own kernels
         rows = math.prod(x.shape[:-1])
         if rows > 1 and rows * w.numel() >= ONEDNN_FROM and onednn_product() and not transformed():
             return OneDNNProduct.apply(x.reshape(rows, -1), w, self.bias).view(*x.shape[:-1], -1)
