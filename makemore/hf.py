@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from makemore import checkpoint, diagnostics, memory, models, tensorfile
+from makemore import checkpoint, memory, models, tensorfile
 from makemore.checkpoint import Checkpoint, TrainingRecord
 from makemore.errors import MakemoreError
 from makemore.models.transformer import TransformerConfig
@@ -201,8 +201,7 @@ def import_folder(sources: list[Path], out: Path, overwrite: bool = False) -> Ch
         origin = {"format": "huggingface", "model_type": "gpt2", "mode": "text", "path": str(shards[0].parent.resolve()),
                   "files": sorted(p.name for p in [*shards, *files.values()] if p.suffix in (".json", ".txt", ".safetensors"))}
         ckpt = Checkpoint("transformer", model.eval(), tok, TrainingRecord(origin=origin))
-        for name in (checkpoint.LAST, runs.METRICS, diagnostics.FILENAME):  # an earlier run's state and curves, as `run.start_fresh` clears
-            (out / name).unlink(missing_ok=True)
+        runs.clear_earlier(out)
         ckpt.path = checkpoint.save(ckpt, out / checkpoint.FILENAME)
     except BaseException:
         lock.release()

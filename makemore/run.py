@@ -280,6 +280,12 @@ def start_fresh(folder: Path, lock: RunLock, rank: Rank, overwrite: bool) -> Non
         return
     lock.acquire()
     check_unused(folder, overwrite)
+    clear_earlier(folder)
+
+
+def clear_earlier(folder: Path) -> None:
+    """Remove an earlier run's training state and curves from `folder`, which a new model takes over
+    (a fresh training, an import): a resume or a plot would otherwise take them for the new one's."""
     for name in (checkpoint.LAST, METRICS, diagnosing.FILENAME):
         (folder / name).unlink(missing_ok=True)
 

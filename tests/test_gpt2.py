@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers", reason="the GPT-2 tests compa
 hf_tokenizers = pytest.importorskip("tokenizers", reason="the GPT-2 tests compare with tokenizers")
 
 import tokenizer  # noqa: E402
-from makemore import checkpoint, hf  # noqa: E402
+from makemore import checkpoint, diagnostics, hf, run  # noqa: E402
 from makemore.cli import app  # noqa: E402
 from makemore.models.transformer import Transformer, TransformerConfig  # noqa: E402
 from tests.conftest import edit_safetensors  # noqa: E402
@@ -86,6 +86,17 @@ def test_import_gives_transformers_logits(tiny):
     assert ours.config.tie_head and ours.head.weight is ours.tok_emb.weight
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), model(ids).logits, atol=1e-4, rtol=0)
+
+
+def test_an_import_over_an_earlier_run_leaves_none_of_its_state_or_curves(tiny):
+    root, folder, _ = tiny
+    out = root / "taken-over"
+    out.mkdir()
+    earlier = [checkpoint.LAST, run.METRICS, diagnostics.FILENAME]
+    for name in earlier:
+        (out / name).write_text("an earlier run's\n", encoding="utf-8")
+    imported(root, folder, "taken-over")  # --overwrite
+    assert [name for name in earlier if (out / name).exists()] == []  # a resume or a plot would take them for the import's
 
 
 @pytest.mark.parametrize("layout", ["no-prefix", "sharded"])
